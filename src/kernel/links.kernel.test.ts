@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { bed, needsRoot } from '../../test/bed.js';
+import { isWeftError } from '../lib/errors.js';
+import { parseIP } from '../lib/ip.js';
+
+interface IpLink {
+  ifname: string;
+  mtu: number;
+  master?: string;
+  flags: string[];
+  address?: string;
+  linkinfo?: {
+    info_kind?: string;
+    info_data?: Record<string, unknown>;
+    info_slave_data?: Record<string, unknown>;
+  };
+}
+
+describe('links', needsRoot, () => {
+  test('bridge and veth with the peer created directly in a container namespace; packets cross', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const c1 = b.ns('c1');
+    const c2 = b.ns('c2');
+    host.h.links.add({ kind: 'bridge', name: 'br0', up: true, mtu: 1400 });
+    for (const [i, c] of [c1, c2].entries()) {
+      const v = host.h.links.add({
+        kind: 'veth',
+        name: `veth${i}`,
+        master: 'br0',
+        mtu: 1400,
+        up: true,
+        peer: { name: 'eth0', netns: c.ns, mtu: 1400 },
+      });
+      assert.equal(v.kind, 'veth');
+      assert.equal(v.masterIndex, host.h.links.get('br0').index);
+      const peer = c.h.links.get('eth0');
+      assert.equal(peer.kind, 'veth');
+      assert.equal(peer.mtu, 1400);
+      c.h.links.setUp('eth0');
+    }
+    // Cross-check with iproute2, an independent reader of the same kernel state.
+    const links = await b.ipJson<IpLink[]>(host, '-d', 'link', 'show');
+    const br = links.find((l) => l.ifname === 'br0');
+    assert.equal(br?.linkinfo?.info_kind, 'bridge');
+    assert.equal(br?.mtu, 1400);
+    assert.equal(links.find((l) => l.ifname === 'veth0')?.master, 'br0');
+    // Addresses through iproute2 until the address API is in: this test is about links.
+    await b.exec(c1, 'ip', ['addr', 'add', '10.99.0.1/24', 'dev', 'eth0']);
+    await b.exec(c2, 'ip', ['addr', 'add', '10.99.0.2/24', 'dev', 'eth0']);
+    assert.ok(await b.ping(c1, '10.99.0.2', { count: 1, deadlineS: 3 }), 'c1 reaches c2 across the bridge');
+  });
+
+  test('set up/down, mtu, mac, alias, rename, master and namespace moves read back', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const other = b.ns('other');
+    const L = host.h.links;
+    L.add({ kind: 'bridge', name: 'br0' });
+    // A veth end stands in for a plain device: this kernel has no dummy driver, and bridges
+    // cannot change namespace.
+    L.add({ kind: 'veth', name: 'd0', peer: { name: 'd0peer' } });
+    L.setUp('d0');
+    assert.equal(L.get('d0').up, true);
+    L.setDown('d0');
+    assert.equal(L.get('d0').up, false);
+    L.setMtu('d0', 1280);
+    assert.equal(L.get('d0').mtu, 1280);
+    L.setMac('d0', '02:00:00:aa:bb:cc');
+    assert.equal(L.get('d0').mac, '02:00:00:aa:bb:cc');
+    L.setMaster('d0', 'br0');
+    assert.equal(L.get('d0').masterIndex, L.get('br0').index);
+    L.setMaster('d0', null);
+    assert.equal(L.get('d0').masterIndex, undefined);
+    L.rename('d0', 'd1');
+    assert.equal(L.find('d0'), undefined);
+    assert.equal(L.get('d1').kind, 'veth');
+    L.setAlias('d1', 'container side');
+    const [aliased] = await b.ipJson<IpLink[]>(host, 'link', 'show', 'd1');
+    assert.equal((aliased as IpLink & { ifalias?: string })?.ifalias, 'container side');
+    L.setNetns('d1', other.ns, 'moved0');
+    assert.equal(L.find('d1'), undefined);
+    assert.equal(other.h.links.get('moved0').mac, '02:00:00:aa:bb:cc');
+  });
+
+  test('vxlan with id, local, dev, port, learning and ttl', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    host.h.links.add({ kind: 'bridge', name: 'uplink', up: true });
+    const vx = host.h.links.add({
+      kind: 'vxlan',
+      name: 'weft.7',
+      vni: 7,
+      local: parseIP('192.0.2.10'),
+      dev: 'uplink',
+      port: 8472,
+      learning: false,
+      ttl: 64,
+    });
+    assert.equal(vx.kind, 'vxlan');
+    if (vx.kind !== 'vxlan') return;
+    assert.equal(vx.vni, 7);
+    assert.equal(vx.port, 8472);
+    assert.equal(vx.learning, false);
+    assert.equal(vx.ttl, 64);
+    assert.equal(vx.devIndex, host.h.links.get('uplink').index);
+    const [ip] = await b.ipJson<IpLink[]>(host, '-d', 'link', 'show', 'weft.7');
+    assert.equal(ip?.linkinfo?.info_data?.id, 7);
+    assert.equal(ip?.linkinfo?.info_data?.local, '192.0.2.10');
+    assert.equal(ip?.linkinfo?.info_data?.port, 8472);
+    assert.equal(ip?.linkinfo?.info_data?.learning, false);
+  });
+
+  test('macvlan on a parent, bridge port hairpin', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const c = b.ns('c');
+    host.h.links.add({ kind: 'bridge', name: 'parent0', up: true });
+    const mv = host.h.links.add({
+      kind: 'macvlan',
+      name: 'mv0',
+      parent: 'parent0',
+      mode: 'bridge',
+      netns: c.ns,
+    });
+    assert.equal(mv.kind, 'macvlan');
+    assert.equal(mv.kind === 'macvlan' && mv.mode, 'bridge');
+    assert.equal(host.h.links.find('mv0'), undefined, 'created directly in the container namespace');
+    host.h.links.add({ kind: 'bridge', name: 'br0' });
+    host.h.links.add({ kind: 'veth', name: 'vh', master: 'br0', peer: { name: 'vc', netns: c.ns } });
+    host.h.links.setBridgePort('vh', { hairpin: true });
+    assert.equal(host.h.links.bridgePort('vh').hairpin, true);
+    const [ip] = await b.ipJson<IpLink[]>(host, '-d', 'link', 'show', 'vh');
+    assert.equal(ip?.linkinfo?.info_slave_data?.hairpin, true);
+    host.h.links.setBridgePort('vh', { hairpin: false });
+    assert.equal(host.h.links.bridgePort('vh').hairpin, false);
+  });
+
+  test('ensure is idempotent and names what differs', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const L = host.h.links;
+    const first = L.ensure({ kind: 'vxlan', name: 'vx0', vni: 1, port: 8472, learning: false });
+    const again = L.ensure({ kind: 'vxlan', name: 'vx0', vni: 1, port: 8472, learning: false, up: true });
+    assert.equal(again.index, first.index, 'not recreated');
+    assert.equal(again.up, true);
+    assert.throws(
+      () => L.ensure({ kind: 'vxlan', name: 'vx0', vni: 2 }),
+      (e) => isWeftError(e, 'CONFLICT') && /vni 1 vs 2/.test(e.message),
+    );
+    const recreated = L.ensure({ kind: 'vxlan', name: 'vx0', vni: 2 }, { recreate: true });
+    assert.equal(recreated.kind === 'vxlan' && recreated.vni, 2);
+    assert.throws(
+      () => L.ensure({ kind: 'bridge', name: 'vx0' }),
+      (e) => isWeftError(e, 'CONFLICT') && /kind vxlan vs bridge/.test(e.message),
+    );
+    L.delete('vx0');
+    L.delete('vx0'); // already gone: success
+    assert.throws(
+      () => L.delete('vx0', { mustExist: true }),
+      (e) => isWeftError(e, 'NOT_FOUND'),
+    );
+  });
+
+  test('dummy: created where the kernel has the driver, else a typed UNSUPPORTED error', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    try {
+      const d = host.h.links.add({ kind: 'dummy', name: 'dm0', mtu: 1300 });
+      assert.equal(d.kind, 'dummy');
+      assert.equal(d.mtu, 1300);
+    } catch (e) {
+      assert.ok(isWeftError(e, 'UNSUPPORTED'), `unexpected ${String(e)}`);
+      assert.match((e as Error).message, /add dummy link dm0/);
+      assert.equal(host.h.links.find('dm0'), undefined);
+    }
+  });
+
+  test('bad input: typed errors and nothing half-created', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const c = b.ns('c');
+    const L = host.h.links;
+    const count = () => L.list().length + c.h.links.list().length;
+    const n0 = count();
+    assert.throws(
+      () => L.add({ kind: 'bridge', name: 'x'.repeat(16) }),
+      (e) => isWeftError(e, 'INVALID'),
+    );
+    assert.throws(
+      () => L.add({ kind: 'bridge', name: 'a/b' }),
+      (e) => isWeftError(e, 'INVALID'),
+    );
+    assert.throws(
+      () => L.add({ kind: 'bridge', name: 'd0', mac: 'zz' }),
+      (e) => isWeftError(e, 'INVALID'),
+    );
+    assert.throws(
+      () => L.add({ kind: 'bridge', name: 'd0', mtu: 10 }),
+      (e) => isWeftError(e, 'INVALID'),
+    );
+    assert.throws(
+      () => L.add({ kind: 'vxlan', name: 'vx', vni: 1 << 24 }),
+      (e) => isWeftError(e, 'INVALID'),
+    );
+    assert.throws(
+      () => L.add({ kind: 'macvlan', name: 'mv', parent: 'missing0' }),
+      (e) => isWeftError(e, 'NOT_FOUND'),
+    );
+    assert.equal(count(), n0);
+    L.add({ kind: 'bridge', name: 'd0' });
+    assert.throws(
+      () => L.add({ kind: 'bridge', name: 'd0' }),
+      (e) => isWeftError(e, 'EXISTS'),
+    );
+    // A veth whose peer name is taken in the target namespace: the kernel refuses the pair whole.
+    c.h.links.add({ kind: 'bridge', name: 'eth0' });
+    assert.throws(
+      () => L.add({ kind: 'veth', name: 'vh0', peer: { name: 'eth0', netns: c.ns } }),
+      (e) => isWeftError(e, 'EXISTS'),
+    );
+    assert.equal(L.find('vh0'), undefined, 'no half-made veth');
+    assert.throws(
+      () => L.get('nope0'),
+      (e) => isWeftError(e, 'NOT_FOUND'),
+    );
+  });
+});
