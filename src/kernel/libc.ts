@@ -27,6 +27,8 @@ const f = {
   umount2: libc.func('int umount2(const char *target, int flags)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long req, void *arg)'),
   poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  // ioctl whose argument is a plain integer (TUNSETPERSIST), not a pointer.
+  ioctlInt: libc.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
 };
 
 export const SOCK = { RAW: 3, DGRAM: 2, CLOEXEC: 0x80000, NONBLOCK: 0x800 } as const;
@@ -104,4 +106,8 @@ export function pollIn(fd: number, timeoutMs: number): boolean {
   dv.setInt16(4, POLLIN, true);
   const n = check(f.poll(pfd, 1, timeoutMs), 'poll');
   return n > 0;
+}
+/** ioctl() whose third argument is an integer value rather than a pointer (e.g. TUNSETPERSIST). */
+export function ioctlInt(fd: number, req: number, arg: number, what = 'ioctl'): number {
+  return check(f.ioctlInt(fd, req, arg), what);
 }

@@ -86,6 +86,8 @@ export function decodeAttrs(buf: Uint8Array): Attrs {
     });
     off += align4(len);
   }
+  if (off < buf.length)
+    throw invalid(`truncated netlink attribute at offset ${off} (${buf.length - off} bytes)`);
   return new Attrs(out);
 }
 

@@ -275,7 +275,7 @@ export function decodeLink(header: IfInfoMsg, attrs: Attrs): Link {
   };
   const info = attrs.nested(IFLA.LINKINFO);
   const rawKind = info?.str(IFLA_INFO.KIND);
-  if (rawKind !== undefined && rawKind in kinds) {
+  if (rawKind !== undefined && Object.hasOwn(kinds, rawKind)) {
     const k = rawKind as Exclude<LinkKind, 'device'>;
     return (kinds[k] as KindCodec<typeof k>).decode(common, info?.nested(IFLA_INFO.DATA));
   }

@@ -226,6 +226,8 @@ export function parseMessages(buf: Uint8Array): NlMessage[] {
     });
     off += align4(len);
   }
+  if (off < buf.length)
+    throw invalid(`truncated netlink message at offset ${off} (${buf.length - off} bytes)`);
   return out;
 }
 
@@ -244,7 +246,7 @@ export interface NlError {
 export function parseError(m: NlMessage): NlError {
   if (m.type !== NLMSG.ERROR || m.payload.length < 4) throw invalid('not an NLMSG_ERROR message');
   const dv = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength);
-  const errno = -dv.getInt32(0, LITTLE_ENDIAN);
+  const errno = -dv.getInt32(0, LITTLE_ENDIAN) || 0; // || 0: an ACK is 0, not -0
   let request: NlHeader | undefined;
   let message: string | undefined;
   let offset: number | undefined;
@@ -273,5 +275,5 @@ export function parseError(m: NlMessage): NlError {
 /** The error code carried by NLMSG_DONE (0 normally; negative errno if the dump failed). */
 export function parseDone(m: NlMessage): number {
   if (m.payload.length < 4) return 0;
-  return -new DataView(m.payload.buffer, m.payload.byteOffset, 4).getInt32(0, LITTLE_ENDIAN);
+  return -new DataView(m.payload.buffer, m.payload.byteOffset, 4).getInt32(0, LITTLE_ENDIAN) || 0;
 }

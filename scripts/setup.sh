@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what weft needs on Debian 12, as root: system packages, npm packages, the build, and
+# the `weft` command on PATH. Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (weft builds namespaces, links and firewall rules)" >&2
+  exit 1
+fi
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "setup: weft needs Node.js 20 or newer on PATH" >&2
+  exit 1
+fi
+
+# Debian packages: command → package. Installed only when the command is missing.
+declare -A pkgs=(
+  [ip]=iproute2 [bridge]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack
+  [ping]=iputils-ping [iperf3]=iperf3 [socat]=socat [busybox]=busybox-static [nc]=netcat-openbsd
+  [tcpdump]=tcpdump
+)
+missing=()
+for cmd in "${!pkgs[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkgs[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages (exactly the lock file's), then the build.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
+
+# `weft` on PATH: a launcher pointing at this checkout.
+if [ "$(readlink -f /usr/local/bin/weft 2>/dev/null)" != "$(pwd)/bin/weft.js" ]; then
+  ln -sf "$(pwd)/bin/weft.js" /usr/local/bin/weft
+fi
