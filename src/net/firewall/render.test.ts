@@ -1,0 +1,286 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { parseIP } from '../../lib/ip.js';
+import { chainRules, ep, net, port } from './fixtures.test.js';
+import { renderRemoval, renderTable, renderTables, requiredSysctls } from './render.js';
+import type { FirewallState } from './types.js';
+
+const HEADER = 'table inet weft\ndelete table inet weft\n';
+
+describe('renderTables', () => {
+  test('one network with masquerade and one published port: the whole batch', () => {
+    const state: FirewallState = {
+      networks: [
+        net('n1', 'br-n1', ['10.0.0.1/24'], { endpoints: [ep('e1', ['10.0.0.2'], [port('tcp', 8080, 80)])] }),
+      ],
+    };
+    assert.equal(
+      renderTables(state),
+      `table inet weft
+delete table inet weft
+table inet weft {
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tfib daddr type local jump published comment "published ports on host addresses"
+\t}
+
+\tchain output {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tip6 daddr ::1 return comment "no DNAT from ::1: IPv6 cannot forward loopback traffic"
+\t\tfib daddr type local jump published comment "published ports reached from the host"
+\t}
+
+\tchain published {
+\t\tmeta nfproto ipv4 tcp dport 8080 dnat ip to 10.0.0.2:80 comment "net n1 ep e1: tcp 8080 -> 80"
+\t}
+
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tip saddr 10.0.0.0/24 oifname != "br-n1" masquerade comment "net n1: outbound NAT"
+\t\tct status dnat ip saddr 10.0.0.0/24 oifname "br-n1" masquerade comment "net n1: hairpin to published ports"
+\t\tip saddr 127.0.0.0/8 oifname "br-n1" masquerade comment "net n1: published ports reached through localhost"
+\t}
+
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tct state established,related accept comment "replies to allowed traffic"
+\t\tiifname "br-n1" oifname "br-n1" accept comment "net n1: within the network"
+\t\toifname "br-n1" ct status dnat accept comment "net n1: published ports"
+\t\toifname "br-n1" drop comment "net n1: nothing else enters (isolation)"
+\t}
+}
+`,
+    );
+    assert.deepEqual(requiredSysctls(state), [
+      {
+        key: 'net.ipv4.ip_forward',
+        path: 'net/ipv4/ip_forward',
+        value: '1',
+        why: 'IPv4 networks are routed',
+      },
+      {
+        key: 'net.ipv4.conf.br-n1.route_localnet',
+        path: 'net/ipv4/conf/br-n1/route_localnet',
+        value: '1',
+        why: 'network n1 has ports published on 127.0.0.0/8',
+      },
+    ]);
+  });
+
+  test('renderTables is the add-delete idiom around renderTable; empty state and removal delete only', () => {
+    const state: FirewallState = { networks: [net('n1', 'br0', ['10.0.0.0/24'])] };
+    assert.equal(renderTables(state), HEADER + renderTable(state));
+    assert.equal(renderTable({ networks: [] }), '');
+    assert.equal(renderTables({ networks: [] }), HEADER);
+    assert.equal(renderRemoval(), HEADER);
+    // Network without ports: no hairpin, no localhost rule, empty published chain.
+    assert.deepEqual(chainRules(renderTable(state), 'published'), []);
+    assert.deepEqual(chainRules(renderTable(state), 'postrouting'), [
+      'ip saddr 10.0.0.0/24 oifname != "br0" masquerade comment "net n1: outbound NAT"',
+    ]);
+    assert.deepEqual(
+      requiredSysctls(state).map((s) => s.key),
+      ['net.ipv4.ip_forward'],
+    );
+  });
+
+  test('internal network: no NAT, nothing leaves or enters, within the bridge allowed', () => {
+    const text = renderTable({
+      networks: [
+        net('int1', 'br-int', ['10.5.0.0/24'], { internal: true, endpoints: [ep('e1', ['10.5.0.2'])] }),
+      ],
+    });
+    assert.deepEqual(chainRules(text, 'postrouting'), []);
+    assert.deepEqual(chainRules(text, 'forward'), [
+      'ct state established,related accept comment "replies to allowed traffic"',
+      'iifname "br-int" oifname "br-int" accept comment "net int1: within the network"',
+      'iifname "br-int" drop comment "net int1: internal, nothing leaves"',
+      'oifname "br-int" drop comment "net int1: internal, nothing enters"',
+    ]);
+  });
+
+  test('icc=false: hairpin DNAT accepted, everything else between containers dropped; br_netfilter sysctls', () => {
+    const state: FirewallState = {
+      networks: [
+        net('n1', 'br0', ['10.0.0.0/24'], {
+          icc: false,
+          endpoints: [ep('a', ['10.0.0.2'], [port('tcp', 80, 80)]), ep('b', ['10.0.0.3'])],
+        }),
+      ],
+    };
+    assert.deepEqual(chainRules(renderTable(state), 'forward'), [
+      'ct state established,related accept comment "replies to allowed traffic"',
+      'iifname "br0" oifname "br0" ct status dnat accept comment "net n1: published ports from inside (hairpin)"',
+      'iifname "br0" oifname "br0" drop comment "net n1: icc=false, no traffic between containers"',
+      'oifname "br0" ct status dnat accept comment "net n1: published ports"',
+      'oifname "br0" drop comment "net n1: nothing else enters (isolation)"',
+    ]);
+    const keys = requiredSysctls(state).map((s) => `${s.key}=${s.value}`);
+    assert.deepEqual(keys, [
+      'net.ipv4.ip_forward=1',
+      'net.bridge.bridge-nf-call-iptables=1',
+      'net.bridge.bridge-nf-call-ip6tables=1',
+      'net.ipv4.conf.br0.route_localnet=1',
+    ]);
+  });
+
+  test('IPv6 network: the same rules per family from one shape', () => {
+    const state: FirewallState = {
+      networks: [
+        net('n6', 'br6', ['10.6.0.0/24', 'fd00:6::/64'], {
+          endpoints: [
+            ep('e1', ['10.6.0.2', 'fd00:6::2'], [port('tcp', 8080, 80), port('udp', 53, 5353, '::')]),
+          ],
+        }),
+      ],
+    };
+    const text = renderTable(state);
+    assert.deepEqual(chainRules(text, 'published'), [
+      'meta nfproto ipv4 tcp dport 8080 dnat ip to 10.6.0.2:80 comment "net n6 ep e1: tcp 8080 -> 80"',
+      'meta nfproto ipv6 tcp dport 8080 dnat ip6 to [fd00:6::2]:80 comment "net n6 ep e1: tcp 8080 -> 80"',
+      'meta nfproto ipv6 udp dport 53 dnat ip6 to [fd00:6::2]:5353 comment "net n6 ep e1: udp 53 -> 5353"',
+    ]);
+    assert.deepEqual(chainRules(text, 'postrouting'), [
+      'ip saddr 10.6.0.0/24 oifname != "br6" masquerade comment "net n6: outbound NAT"',
+      'ip6 saddr fd00:6::/64 oifname != "br6" masquerade comment "net n6: outbound NAT"',
+      'ct status dnat ip saddr 10.6.0.0/24 oifname "br6" masquerade comment "net n6: hairpin to published ports"',
+      'ct status dnat ip6 saddr fd00:6::/64 oifname "br6" masquerade comment "net n6: hairpin to published ports"',
+      'ip saddr 127.0.0.0/8 oifname "br6" masquerade comment "net n6: published ports reached through localhost"',
+    ]);
+    assert.deepEqual(
+      requiredSysctls(state).map((s) => s.key),
+      ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding', 'net.ipv4.conf.br6.route_localnet'],
+    );
+    // An IPv6-only network has no IPv4 word anywhere outside the fixed chains.
+    const v6only = renderTable({
+      networks: [
+        net('v6', 'brv6', ['fd00:7::/64'], { endpoints: [ep('e', ['fd00:7::2'], [port('tcp', 80, 80)])] }),
+      ],
+    });
+    for (const chain of ['published', 'postrouting']) {
+      for (const r of chainRules(v6only, chain))
+        assert.doesNotMatch(r, /\bip saddr|\bip daddr|ipv4|dnat ip to/);
+    }
+    assert.deepEqual(
+      requiredSysctls({
+        networks: [
+          net('v6', 'brv6', ['fd00:7::/64'], { endpoints: [ep('e', ['fd00:7::2'], [port('tcp', 80, 80)])] }),
+        ],
+      }).map((s) => s.key),
+      ['net.ipv6.conf.all.forwarding'],
+    );
+  });
+
+  test('port ranges: equal ranges keep the port, shifted ranges map one to one', () => {
+    const text = renderTable({
+      networks: [
+        net('n1', 'br0', ['10.0.0.0/24'], {
+          endpoints: [
+            ep(
+              'e1',
+              ['10.0.0.2'],
+              [port('udp', [8000, 8010], [8000, 8010]), port('tcp', [9000, 9002], [7000, 7002])],
+            ),
+          ],
+        }),
+      ],
+    });
+    assert.deepEqual(chainRules(text, 'published'), [
+      'meta nfproto ipv4 udp dport 8000-8010 dnat ip to 10.0.0.2:8000-8010 comment "net n1 ep e1: udp 8000-8010 -> 8000-8010"',
+      'meta nfproto ipv4 tcp dport 9000-9002 dnat ip to tcp dport map { 9000 : 10.0.0.2 . 7000, 9001 : 10.0.0.2 . 7001, 9002 : 10.0.0.2 . 7002 } comment "net n1 ep e1: tcp 9000-9002 -> 7000-7002"',
+    ]);
+  });
+
+  test('host-address-bound ports: localhost needs route_localnet and masquerade, others only a daddr match', () => {
+    const state: FirewallState = {
+      networks: [
+        net('n1', 'br0', ['10.0.0.0/24'], {
+          endpoints: [
+            ep('e1', ['10.0.0.2'], [port('tcp', 8080, 80, '127.0.0.1')]),
+            ep('e2', ['10.0.0.3'], [port('tcp', 8080, 80, '192.0.2.1')]),
+          ],
+        }),
+        net('n2', 'br1', ['10.1.0.0/24'], {
+          endpoints: [ep('e3', ['10.1.0.3'], [port('tcp', 8081, 80, '192.0.2.1')])],
+        }),
+      ],
+    };
+    const text = renderTable(state);
+    assert.deepEqual(chainRules(text, 'published'), [
+      'ip daddr 127.0.0.1 tcp dport 8080 dnat ip to 10.0.0.2:80 comment "net n1 ep e1: tcp 8080 -> 80"',
+      'ip daddr 192.0.2.1 tcp dport 8080 dnat ip to 10.0.0.3:80 comment "net n1 ep e2: tcp 8080 -> 80"',
+      'ip daddr 192.0.2.1 tcp dport 8081 dnat ip to 10.1.0.3:80 comment "net n2 ep e3: tcp 8081 -> 80"',
+    ]);
+    const post = chainRules(text, 'postrouting');
+    assert.ok(
+      post.includes(
+        'ip saddr 127.0.0.0/8 oifname "br0" masquerade comment "net n1: published ports reached through localhost"',
+      ),
+    );
+    assert.ok(!post.some((r) => r.includes('127.0.0.0/8') && r.includes('br1')), 'n2 has no localhost port');
+    assert.deepEqual(
+      requiredSysctls(state)
+        .filter((s) => s.key.endsWith('route_localnet'))
+        .map((s) => s.path),
+      ['net/ipv4/conf/br0/route_localnet'],
+    );
+  });
+
+  test('two networks are isolated from each other; hostIps make SNAT; masquerade=false has none', () => {
+    const text = renderTable({
+      networks: [
+        net('a', 'br-a', ['10.1.0.0/24'], { hostIps: [parseIP('192.0.2.1')] }),
+        net('b', 'br-b', ['10.2.0.0/24'], { masquerade: false }),
+      ],
+    });
+    assert.deepEqual(chainRules(text, 'postrouting'), [
+      'ip saddr 10.1.0.0/24 oifname != "br-a" snat ip to 192.0.2.1 comment "net a: outbound NAT"',
+    ]);
+    assert.deepEqual(chainRules(text, 'forward'), [
+      'ct state established,related accept comment "replies to allowed traffic"',
+      'iifname "br-a" oifname "br-a" accept comment "net a: within the network"',
+      'oifname "br-a" ct status dnat accept comment "net a: published ports"',
+      'oifname "br-a" drop comment "net a: nothing else enters (isolation)"',
+      'iifname "br-b" oifname "br-b" accept comment "net b: within the network"',
+      'oifname "br-b" ct status dnat accept comment "net b: published ports"',
+      'oifname "br-b" drop comment "net b: nothing else enters (isolation)"',
+    ]);
+  });
+
+  test('every rule carries a comment naming its network (or the whole table), within nft’s 128 characters', () => {
+    const text = renderTable({
+      networks: [
+        net('x'.repeat(32), 'br0', ['10.0.0.0/24', 'fd00:ffff:ffff:ffff::/64'], {
+          icc: false,
+          endpoints: [
+            ep(
+              'y'.repeat(32),
+              ['10.0.0.2', 'fd00:ffff:ffff:ffff::2'],
+              [port('udp', [65000, 65535], [65000, 65535])],
+            ),
+          ],
+        }),
+      ],
+    });
+    for (const chain of ['prerouting', 'output', 'published', 'postrouting', 'forward']) {
+      for (const r of chainRules(text, chain)) {
+        const m = / comment "([^"]*)"$/.exec(r);
+        assert.ok(m, `no comment: ${r}`);
+        assert.ok(m[1]!.length <= 128, `comment too long: ${m[1]}`);
+      }
+    }
+  });
+});
+
+test('test builders: port() and chainRules()', () => {
+  const p = port('udp', [8000, 8010], [8000, 8010], '127.0.0.1');
+  assert.equal(p.hostPortEnd, 8010);
+  assert.equal(p.containerPortEnd, 8010);
+  assert.equal(p.hostIp?.family, 4);
+  assert.equal('hostIp' in port('tcp', 1, 2), false);
+  assert.deepEqual(
+    chainRules('table x {\n\tchain a {\n\t\ttype nat hook output priority 0;\n\t\tr1\n\t}\n}', 'a'),
+    ['r1'],
+  );
+  assert.throws(() => chainRules('', 'a'));
+});

@@ -1,0 +1,263 @@
+/**
+ * The firewall renderer: desired state in, nftables text out. Pure; src/kernel/nft.ts applies
+ * the text with `nft -f -` inside the host's namespace as one atomic batch.
+ *
+ * Design. weft owns exactly one nftables table, `inet weft`, and never edits anything else in
+ * nftables. Every change re-renders the whole table from the whole state and replaces it in one
+ * batch (`table inet weft` / `delete table inet weft` / `table inet weft { … }`: the first line
+ * makes the delete valid when the table is absent), so applying is idempotent, re-applying
+ * repairs drift, and removal (`renderRemoval`) is exact. Rules are generated per address family
+ * from one shape (a subnet or address carries its family; `FAMILIES` gives the `ip`/`ip6`
+ * words), never from two hand-written copies. The table is rendered in the form
+ * `nft list table inet weft` prints it back (`renderTable`), so drift is a string comparison.
+ *
+ * Chains, in the order a packet meets them:
+ *  - `prerouting`/`output` (nat, dstnat): traffic to a local address (`fib daddr type local`)
+ *    jumps to `published`; locally generated traffic to ::1 returns first (IPv6 cannot
+ *    forward loopback-sourced packets, so ::1 would only time out; refused now instead).
+ *  - `published`: one DNAT per port mapping and family. Single ports `dnat ip to A:P`; equal
+ *    ranges `dnat ip to A:8000-8010` (the NAT core keeps a port that is in range: one to one);
+ *    shifted ranges a map `dnat ip to tcp dport map { 9000 : A . 8000, … }`.
+ *  - `postrouting` (nat, srcnat): outbound NAT per subnet (`oifname != BR`); hairpin
+ *    (`ct status dnat`, from the subnet back into its own bridge) so containers reach their
+ *    own and their neighbours' published ports through host addresses; 127.0.0.0/8 sources
+ *    going into a bridge (published ports reached through localhost, with route_localnet).
+ *    Hairpin matches the source subnet, not `iifname`: with br_netfilter the postrouting hook
+ *    of bridged packets has no input interface.
+ *  - `forward` (filter, policy accept: weft drops only what it must): replies accepted; per
+ *    network, traffic within the bridge (icc), DNATed traffic into it (published ports);
+ *    everything else into a bridge dropped (isolation between networks, no direct access
+ *    from outside); internal networks drop everything in and out.
+ *
+ * icc=false is a rule of the `forward` chain (`iifname BR oifname BR drop`, after accepting
+ * DNATed hairpin traffic), as Docker does it: container-to-container frames are bridged, and
+ * br_netfilter (bridge-nf-call-iptables=1, listed by requiredSysctls) passes them through the
+ * IP forward hook with the bridge as input and output. Decided against the planned `table
+ * bridge weft` with `meta ibrname`: this project's kernel has no NFT_BRIDGE_META (the rule
+ * fails with EOPNOTSUPP) and no bridge conntrack, and with br_netfilter active a DNATed hairpin
+ * packet is bridged port to port too, so a bridge-family drop would also kill published ports
+ * reached from the same network.
+ *
+ * Caller duties that are not rules: the sysctls of `requiredSysctls` (a failure to set
+ * bridge-nf-call-* means icc=false cannot be enforced: fail, don't ignore); bridge-port
+ * hairpin mode on each endpoint's port for a container to reach its own published port while
+ * br_netfilter is active; deleting conntrack entries of removed published ports; the iptables
+ * coexistence piece in ./iptables.ts when a foreign FORWARD policy may drop.
+ *
+ * Cost: rules grow linearly with networks (2-4 each) and port mappings (one per family); the
+ * nat chains see only the first packet of a connection. Per-network verdict maps are the next
+ * step if hundreds of networks ever matter. Chain names, priorities and comment texts are part
+ * of the readable contract: change them together with the tests.
+ */
+import { type Family, formatIP, formatIPNet, type IPAddr } from '../../lib/ip.js';
+import { isLoopback, type Plan, type PlannedNetwork, type PlannedPort, planFirewall } from './plan.js';
+import type { FirewallState } from './types.js';
+
+export const TABLE_FAMILY = 'inet';
+export const TABLE_NAME = 'weft';
+
+interface FamilyWords {
+  readonly family: Family;
+  /** The payload keyword and NAT family: `ip saddr`, `dnat ip to`. */
+  readonly ip: 'ip' | 'ip6';
+  /** `meta nfproto` value. */
+  readonly nfproto: 'ipv4' | 'ipv6';
+}
+const FAMILIES: readonly FamilyWords[] = [
+  { family: 4, ip: 'ip', nfproto: 'ipv4' },
+  { family: 6, ip: 'ip6', nfproto: 'ipv6' },
+];
+const words = (f: Family): FamilyWords => FAMILIES[f === 4 ? 0 : 1]!;
+
+const q = (s: string): string => `"${s}"`;
+const range = (a: number, b: number): string => (a === b ? `${a}` : `${a}-${b}`);
+const addrPort = (ip: IPAddr, port: string): string =>
+  ip.family === 4 ? `${formatIP(ip)}:${port}` : `[${formatIP(ip)}]:${port}`;
+
+function dnatRule(n: PlannedNetwork, p: PlannedPort): string {
+  const w = words(p.family);
+  const match = p.hostIp ? `${w.ip} daddr ${formatIP(p.hostIp)}` : `meta nfproto ${w.nfproto}`;
+  const dport = `${p.proto} dport ${range(p.hostStart, p.hostEnd)}`;
+  let to: string;
+  if (p.hostStart === p.containerStart || p.hostStart === p.hostEnd) {
+    to = `dnat ${w.ip} to ${addrPort(p.target, range(p.containerStart, p.containerEnd))}`;
+  } else {
+    const target = formatIP(p.target);
+    const elems: string[] = [];
+    for (let i = 0; i <= p.hostEnd - p.hostStart; i++) {
+      elems.push(`${p.hostStart + i} : ${target} . ${p.containerStart + i}`);
+    }
+    to = `dnat ${w.ip} to ${p.proto} dport map { ${elems.join(', ')} }`;
+  }
+  const what = `${p.proto} ${range(p.hostStart, p.hostEnd)} -> ${range(p.containerStart, p.containerEnd)}`;
+  return `${match} ${dport} ${to} comment ${q(`net ${n.id} ep ${p.endpoint}: ${what}`)}`;
+}
+
+/** Whether a network has v4 ports reachable through 127.0.0.0/8 (any address, or loopback). */
+const needsLocalnet = (n: PlannedNetwork): boolean =>
+  n.ports.some((p) => p.family === 4 && (p.hostIp === undefined || isLoopback(p.hostIp)));
+
+function postroutingRules(n: PlannedNetwork): string[] {
+  const out: string[] = [];
+  const br = q(n.bridge);
+  if (n.outboundNat) {
+    for (const s of n.subnets) {
+      const w = words(s.ip.family);
+      const snat = n.snat[s.ip.family];
+      const nat = snat ? `snat ${w.ip} to ${formatIP(snat)}` : 'masquerade';
+      out.push(
+        `${w.ip} saddr ${formatIPNet(s)} oifname != ${br} ${nat} comment ${q(`net ${n.id}: outbound NAT`)}`,
+      );
+    }
+  }
+  for (const s of n.subnets) {
+    if (!n.ports.some((p) => p.family === s.ip.family)) continue;
+    const w = words(s.ip.family);
+    out.push(
+      `ct status dnat ${w.ip} saddr ${formatIPNet(s)} oifname ${br} masquerade comment ${q(`net ${n.id}: hairpin to published ports`)}`,
+    );
+  }
+  if (needsLocalnet(n)) {
+    out.push(
+      `ip saddr 127.0.0.0/8 oifname ${br} masquerade comment ${q(`net ${n.id}: published ports reached through localhost`)}`,
+    );
+  }
+  return out;
+}
+
+function forwardRules(n: PlannedNetwork): string[] {
+  const br = q(n.bridge);
+  const c = (text: string) => `comment ${q(`net ${n.id}: ${text}`)}`;
+  const out: string[] = [];
+  if (n.icc) {
+    out.push(`iifname ${br} oifname ${br} accept ${c('within the network')}`);
+  } else {
+    out.push(
+      `iifname ${br} oifname ${br} ct status dnat accept ${c('published ports from inside (hairpin)')}`,
+    );
+    out.push(`iifname ${br} oifname ${br} drop ${c('icc=false, no traffic between containers')}`);
+  }
+  if (n.internal) {
+    out.push(`iifname ${br} drop ${c('internal, nothing leaves')}`);
+    out.push(`oifname ${br} drop ${c('internal, nothing enters')}`);
+  } else {
+    out.push(`oifname ${br} ct status dnat accept ${c('published ports')}`);
+    out.push(`oifname ${br} drop ${c('nothing else enters (isolation)')}`);
+  }
+  return out;
+}
+
+function chain(name: string, hook: string | undefined, rules: readonly string[]): string {
+  const lines = [`\tchain ${name} {`];
+  if (hook) lines.push(`\t\t${hook}`);
+  for (const r of rules) lines.push(`\t\t${r}`);
+  lines.push('\t}');
+  return lines.join('\n');
+}
+
+function tableText(plan: Plan): string {
+  const nets = plan.networks;
+  const chains = [
+    chain('prerouting', 'type nat hook prerouting priority dstnat; policy accept;', [
+      `fib daddr type local jump published comment ${q('published ports on host addresses')}`,
+    ]),
+    // nft 1.0.6 refuses the `dstnat` keyword for the output hook; -100 is its value.
+    chain('output', 'type nat hook output priority -100; policy accept;', [
+      `ip6 daddr ::1 return comment ${q('no DNAT from ::1: IPv6 cannot forward loopback traffic')}`,
+      `fib daddr type local jump published comment ${q('published ports reached from the host')}`,
+    ]),
+    chain(
+      'published',
+      undefined,
+      nets.flatMap((n) => n.ports.map((p) => dnatRule(n, p))),
+    ),
+    chain(
+      'postrouting',
+      'type nat hook postrouting priority srcnat; policy accept;',
+      nets.flatMap(postroutingRules),
+    ),
+    chain('forward', 'type filter hook forward priority filter; policy accept;', [
+      `ct state established,related accept comment ${q('replies to allowed traffic')}`,
+      ...nets.flatMap(forwardRules),
+    ]),
+  ];
+  return `table ${TABLE_FAMILY} ${TABLE_NAME} {\n${chains.join('\n\n')}\n}\n`;
+}
+
+/**
+ * weft's table as `nft list table inet weft` prints it (tabs, chains in order, blank lines
+ * between them), or '' when the state has no networks (no table). For drift checks and tests.
+ * @throws WeftError INVALID, CONFLICT or UNSUPPORTED from validation (see planFirewall).
+ */
+export function renderTable(state: FirewallState): string {
+  const plan = planFirewall(state);
+  return plan.networks.length === 0 ? '' : tableText(plan);
+}
+
+/**
+ * The one atomic `nft -f` batch that makes weft's table exactly what `state` says: creates it,
+ * replaces it, or (no networks) removes it. Valid whether or not the table exists.
+ * @throws WeftError INVALID, CONFLICT or UNSUPPORTED from validation (see planFirewall); no
+ *   text is produced for a state that does not validate.
+ */
+export function renderTables(state: FirewallState): string {
+  const table = renderTable(state);
+  if (table === '') return renderRemoval();
+  return `table ${TABLE_FAMILY} ${TABLE_NAME}\ndelete table ${TABLE_FAMILY} ${TABLE_NAME}\n${table}`;
+}
+
+/** The `nft -f` batch that removes weft's table, valid when it does not exist. Never throws. */
+export function renderRemoval(): string {
+  return `table ${TABLE_FAMILY} ${TABLE_NAME}\ndelete table ${TABLE_FAMILY} ${TABLE_NAME}\n`;
+}
+
+export interface Sysctl {
+  /** Dotted name as `sysctl` shows it: net.ipv4.conf.br0.route_localnet. */
+  readonly key: string;
+  /** Path under /proc/sys (unambiguous also for interface names with dots). */
+  readonly path: string;
+  readonly value: string;
+  /** Why the state needs it, for logs and errors. */
+  readonly why: string;
+}
+
+const sysctl = (parts: readonly string[], value: string, why: string): Sysctl => ({
+  key: parts.join('.'),
+  path: parts.join('/'),
+  value,
+  why,
+});
+
+/**
+ * The sysctls (in the host's namespace) the rendered rules rely on, in a stable order:
+ * forwarding per family in use; bridge-nf-call-iptables/ip6tables when a network has
+ * icc=false (without br_netfilter icc=false cannot be enforced: a caller that cannot set
+ * them must fail); route_localnet on each bridge with IPv4 ports reachable through
+ * 127.0.0.0/8.
+ * @throws WeftError INVALID, CONFLICT or UNSUPPORTED from validation (see planFirewall).
+ */
+export function requiredSysctls(state: FirewallState): Sysctl[] {
+  const { networks } = planFirewall(state);
+  const out: Sysctl[] = [];
+  const has = (f: Family) => networks.some((n) => n.subnets.some((s) => s.ip.family === f));
+  if (has(4)) out.push(sysctl(['net', 'ipv4', 'ip_forward'], '1', 'IPv4 networks are routed'));
+  if (has(6)) out.push(sysctl(['net', 'ipv6', 'conf', 'all', 'forwarding'], '1', 'IPv6 networks are routed'));
+  const noIcc = networks.filter((n) => !n.icc).map((n) => n.id);
+  if (noIcc.length > 0) {
+    const why = `icc=false on ${noIcc.join(', ')} is enforced on bridged traffic through br_netfilter`;
+    out.push(sysctl(['net', 'bridge', 'bridge-nf-call-iptables'], '1', why));
+    out.push(sysctl(['net', 'bridge', 'bridge-nf-call-ip6tables'], '1', why));
+  }
+  for (const n of networks) {
+    if (needsLocalnet(n)) {
+      out.push(
+        sysctl(
+          ['net', 'ipv4', 'conf', n.bridge, 'route_localnet'],
+          '1',
+          `network ${n.id} has ports published on 127.0.0.0/8`,
+        ),
+      );
+    }
+  }
+  return out;
+}
