@@ -1,0 +1,69 @@
+/**
+ * Plumbing one endpoint into a sandbox, as one transaction of named steps:
+ *   createVeth   the pair: host end `veth<id7>` on the bridge, up; the peer created directly in
+ *                the sandbox under a unique temporary name (no name clash in the host, no move)
+ *   renamePeer   temporary name → the requested eth0/eth1…
+ *   setMac       when one is requested
+ *   addresses    each endpoint address (IPv6 with nodad), interface up
+ *   defaultRoute via the network's gateway, per family, when the sandbox has none yet (the
+ *                first interface gets it) and the network is not internal
+ * Any failure unwinds: deleting the host end takes the peer along, so nothing is half-made.
+ */
+import { randomBytes } from 'node:crypto';
+import { type NetHandle, openHandle } from '../../kernel/handle.js';
+import { formatIP } from '../../lib/ip.js';
+import type { Rollback } from '../../lib/rollback.js';
+import type { EndpointSpec, NetworkSpec, SandboxRef } from '../driver.js';
+import { hostVethName, subnetFor } from './setup.js';
+
+/** A temporary, unique interface name for a peer before its rename (`wtmp` + 8 hex chars). */
+export const tempIfName = (): string => `wtmp${randomBytes(4).toString('hex')}`;
+
+export interface Plumbed {
+  readonly hostIf: string;
+  /** Families whose default route this endpoint installed. */
+  readonly defaultRoutes: readonly (4 | 6)[];
+}
+
+/**
+ * Run the join steps inside the caller's transaction `rb`. Throws NOT_FOUND when the bridge is
+ * missing, EXISTS when the host veth or the sandbox interface name is taken, and whatever the
+ * kernel refuses (an invalid MAC); the caller's transaction undoes what was done.
+ */
+export function plumbEndpoint(
+  host: NetHandle,
+  net: NetworkSpec,
+  ep: EndpointSpec,
+  sandbox: SandboxRef,
+  rb: Rollback,
+): Plumbed {
+  const hostIf = hostVethName(ep);
+  const tmp = tempIfName();
+  host.links.add({
+    kind: 'veth',
+    name: hostIf,
+    master: net.bridge,
+    mtu: net.mtu,
+    up: true,
+    peer: { name: tmp, netns: sandbox.ns, mtu: net.mtu },
+  });
+  rb.push(`delete veth ${hostIf}`, () => host.links.delete(hostIf));
+
+  const sb = openHandle(sandbox.ns);
+  sb.links.rename(tmp, ep.ifname);
+  if (ep.mac !== undefined) sb.links.setMac(ep.ifname, ep.mac);
+  sb.links.setUp(ep.ifname);
+  for (const a of ep.addresses) sb.addrs.add(ep.ifname, a, a.ip.family === 6 ? { noDad: true } : {});
+
+  const defaultRoutes: (4 | 6)[] = [];
+  if (!net.internal) {
+    for (const a of ep.addresses) {
+      const fam = a.ip.family;
+      if (sb.routes.list({ family: fam, dst: 'default' }).length > 0) continue;
+      const gw = subnetFor(net, a).gateway;
+      sb.routes.add({ dst: 'default', family: fam, via: formatIP(gw), dev: ep.ifname });
+      defaultRoutes.push(fam);
+    }
+  }
+  return { hostIf, defaultRoutes };
+}
