@@ -17,7 +17,7 @@ fi
 declare -A pkgs=(
   [ip]=iproute2 [bridge]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack
   [ping]=iputils-ping [iperf3]=iperf3 [socat]=socat [busybox]=busybox-static [nc]=netcat-openbsd
-  [tcpdump]=tcpdump
+  [tcpdump]=tcpdump [curl]=curl [nsenter]=util-linux [unshare]=util-linux
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do

@@ -46,9 +46,13 @@ export class Bed {
   /** Run a command inside a namespace of this bed and return its output (throws on non-zero exit). */
   async exec(b: BedNs, cmd: string, args: string[], opts: { timeoutMs?: number } = {}) {
     // Spawned inside the section (the child starts in the namespace); awaited outside it.
-    let running: ReturnType<typeof execFileP> | undefined;
+    let running: Promise<{ stdout: string; stderr: string }> | undefined;
     b.ns.run(() => {
-      running = execFileP(cmd, args, { timeout: opts.timeoutMs ?? 10_000, killSignal: 'SIGKILL' });
+      running = execFileP(cmd, args, {
+        encoding: 'utf8',
+        timeout: opts.timeoutMs ?? 10_000,
+        killSignal: 'SIGKILL',
+      });
     });
     return await running!;
   }

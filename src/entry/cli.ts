@@ -5,25 +5,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { asWeftError, type ErrorCode } from '../lib/errors.js';
+import { asWeftError } from '../lib/errors.js';
+import { addCommands } from './commands.js';
+import { exitStatus } from './edge.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
   description: string;
-};
-
-/** Exit statuses by error code: 1 for "it failed", 2 for "you asked wrongly". */
-const exitCodes: Record<ErrorCode, number> = {
-  INVALID: 2,
-  NOT_FOUND: 3,
-  EXISTS: 4,
-  CONFLICT: 4,
-  BUSY: 5,
-  PERMISSION: 6,
-  UNAVAILABLE: 7,
-  TIMEOUT: 7,
-  UNSUPPORTED: 8,
-  INTERNAL: 1,
 };
 
 function fail(e: unknown, json: boolean): never {
@@ -32,7 +20,7 @@ function fail(e: unknown, json: boolean): never {
   else process.stderr.write(`weft: ${err.message}\n`);
   if (err.code === 'INTERNAL' && process.env.WEFT_DEBUG && e instanceof Error)
     process.stderr.write(`${e.stack}\n`);
-  process.exit(exitCodes[err.code]);
+  process.exit(exitStatus[err.code]);
 }
 
 export function buildCli(): Command {
@@ -63,6 +51,7 @@ export function buildCli(): Command {
       else await runDemo({ keep: opts.keep === true });
     });
 
+  addCommands(program);
   return program;
 }
 

@@ -14,6 +14,12 @@
  *
  * The driver keeps, in memory, the networks and joined endpoints it was told about; after a
  * restart the daemon replays `createNetwork` / `createEndpoint` from its persisted state.
+ *
+ * `-o uplink=IFACE` (./uplink.ts): the host interface becomes a bridge port and its addresses
+ * and gateway routes move onto the bridge; the network's gateway is then the LAN's router, so
+ * no gateway address is put on the bridge. What was moved is kept per network
+ * (`uplinkRecord(id)`, to persist) and handed back after a restart (`uplinks` option);
+ * `deleteNetwork` restores it before removing the bridge.
  */
 import type { NetHandle } from '../../kernel/handle.js';
 import { notFound } from '../../lib/errors.js';
@@ -29,6 +35,7 @@ import {
   validateEndpoint,
   validateNetwork,
 } from './setup.js';
+import { attachUplink, checkUplink, detachUplink, type UplinkRecord } from './uplink.js';
 
 /** An endpoint plumbed into a sandbox, as the firewall sees it. */
 export interface JoinedEndpoint {
@@ -55,6 +62,8 @@ export interface BridgeDriverOptions {
   /** The host namespace's handle (root namespace in production, a lab host in tests). */
   readonly host: NetHandle;
   readonly firewall?: BridgeFirewallHook;
+  /** Uplink records persisted by the control layer, by network id (see `uplinkRecord`). */
+  readonly uplinks?: Readonly<Record<string, UplinkRecord>>;
 }
 
 interface NetState {
@@ -70,26 +79,49 @@ export class BridgeDriver implements NetworkDriver {
   readonly #host: NetHandle;
   readonly #firewall: BridgeFirewallHook | undefined;
   readonly #nets = new Map<string, NetState>();
+  /** What `-o uplink` moved onto each network's bridge, by network id. */
+  readonly #uplinks = new Map<string, UplinkRecord>();
 
   constructor(opts: BridgeDriverOptions) {
     this.#host = opts.host;
     this.#firewall = opts.firewall;
+    for (const [id, rec] of Object.entries(opts.uplinks ?? {})) this.#uplinks.set(id, rec);
+  }
+
+  /** What `-o uplink` moved onto the network's bridge (JSON: persist it, pass it back as `uplinks`). */
+  uplinkRecord(networkId: string): UplinkRecord | undefined {
+    return this.#uplinks.get(networkId);
   }
 
   /**
    * Bridge, gateway addresses, forwarding, firewall (idempotent). Throws INVALID for a bad spec
    * (nothing changed), CONFLICT when the bridge name or a gateway address clashes with existing
-   * state. A bridge created here is removed again when a later step fails.
+   * state. A bridge created here is removed again when a later step fails. With `uplink`:
+   * NOT_FOUND when the uplink does not exist, CONFLICT when it is another master's port, INVALID
+   * when its MTU is below the network's (all before any change); the uplink is restored when a
+   * later step fails.
    */
   async createNetwork(net: NetworkSpec): Promise<void> {
     validateNetwork(net);
     const h = this.#host;
+    const uplink = net.options.uplink;
+    if (uplink !== undefined) checkUplink(h, net, uplink);
     await transaction(async (rb) => {
       const { created } = ensureBridge(h, net);
       if (created) rb.push(`delete bridge ${net.bridge}`, () => h.links.delete(net.bridge));
-      const added = ensureGateway(h, net);
+      // With an uplink the gateway is the LAN's router, not an address of the bridge.
+      const added = uplink === undefined ? ensureGateway(h, net) : [];
       if (!created) {
         for (const a of added) rb.push('delete gateway address', () => h.addrs.delete(net.bridge, a));
+      }
+      if (uplink !== undefined) {
+        const prevRec = this.#uplinks.get(net.id);
+        const rec = attachUplink(h, net.bridge, uplink, rb, prevRec);
+        this.#uplinks.set(net.id, rec);
+        rb.push('forget uplink record', () => {
+          if (prevRec) this.#uplinks.set(net.id, prevRec);
+          else this.#uplinks.delete(net.id);
+        });
       }
       ensureForwarding(h, net);
       const prev = this.#nets.get(net.id);
@@ -101,11 +133,19 @@ export class BridgeDriver implements NetworkDriver {
 
   /**
    * Remove the bridge (idempotent). BUSY while ports other than weft's veths are on it (nothing
-   * changed then); CONFLICT when the name belongs to a non-bridge link.
+   * changed then); CONFLICT when the name belongs to a non-bridge link. With `uplink`, first
+   * restores the uplink's addresses and routes and releases it (undone if the bridge stays).
    */
   async deleteNetwork(net: NetworkSpec): Promise<void> {
     validateNetwork(net);
-    removeBridge(this.#host, net.bridge);
+    const uplink = net.options.uplink;
+    await transaction(async (rb) => {
+      // The uplink goes back first (removeBridge refuses a bridge with a foreign port); if the
+      // bridge cannot go, the uplink is attached again.
+      if (uplink !== undefined) detachUplink(this.#host, net.bridge, uplink, rb, this.#uplinks.get(net.id));
+      removeBridge(this.#host, net.bridge);
+    });
+    this.#uplinks.delete(net.id);
     if (this.#nets.has(net.id)) {
       await this.#applyFirewall(net.id, undefined);
       this.#nets.delete(net.id);

@@ -2,6 +2,9 @@
  * Plumbing one endpoint into a sandbox, as one transaction of named steps:
  *   createVeth   the pair: host end `veth<id7>` on the bridge, up; the peer created directly in
  *                the sandbox under a unique temporary name (no name clash in the host, no move)
+ *   hairpin      the host end's bridge port in hairpin mode, so a container reaches its own
+ *                published port through a host address (with br_netfilter the DNATed packet
+ *                leaves by the port it came in on; see net/firewall/render.ts)
  *   renamePeer   temporary name → the requested eth0/eth1…
  *   setMac       when one is requested
  *   addresses    each endpoint address (IPv6 with nodad), interface up
@@ -48,6 +51,7 @@ export function plumbEndpoint(
     peer: { name: tmp, netns: sandbox.ns, mtu: net.mtu },
   });
   rb.push(`delete veth ${hostIf}`, () => host.links.delete(hostIf));
+  host.links.setBridgePort(hostIf, { hairpin: true });
 
   const sb = openHandle(sandbox.ns);
   sb.links.rename(tmp, ep.ifname);

@@ -1,0 +1,852 @@
+/**
+ * The host service: what `weft daemon` does for each API call. It decides what should exist
+ * (names, ids, subnets, addresses, published ports), records it in HostState in one transaction,
+ * and has the drivers, the firewall, the DNS server and the process runner make it so. A
+ * multi-step operation is a transaction over both: every kernel step pushes its undo, and the
+ * state rows are removed again when a later step fails, so a failed `run` leaves nothing.
+ *
+ * Mutations are serialised through one queue (the daemon is the only writer of its host's
+ * kernel state); reads are served from the database directly. After a restart `start()`
+ * reconciles: networks are re-ensured (idempotent steps), endpoints of running sandboxes are
+ * re-registered with their drivers without touching their interfaces, the firewall is re-applied
+ * from the recorded state, and sandboxes whose process died are marked exited.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openHandle } from '../kernel/handle.js';
+import type { Netns } from '../kernel/netns.js';
+import { conflict, invalid, notFound, WeftError } from '../lib/errors.js';
+import { formatIP, formatIPNet, type IPAddr, parseCidr, parseIP, parseIPNet } from '../lib/ip.js';
+import { type Logger, nullLogger } from '../lib/log.js';
+import { checkIfName, checkObjectName } from '../lib/names.js';
+import { type Rollback, transaction } from '../lib/rollback.js';
+import type { EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../net/driver.js';
+import type { FirewallState, NetworkFw, PortMapping } from '../net/firewall/types.js';
+import { createSandbox, openSandbox, removeSandbox } from '../net/sandbox.js';
+import type { Host } from './host.js';
+import { allocate, canonicalSubnet, checkSubnetFree, type Pool, pickSubnet, release } from './ipam/index.js';
+import { checkPortsFree, parsePortSpec } from './ports.js';
+import type { EndpointRecord, HostState, NetworkRecord, PortRecord, SandboxRecord } from './state.js';
+
+// ---- ports to the layers below (implemented over net/ in the daemon's composition root) ------
+
+export interface FirewallPort {
+  apply(state: FirewallState): Promise<void>;
+  remove(): Promise<void>;
+}
+
+export interface DnsRecord {
+  readonly network: string;
+  readonly name: string;
+  readonly ips: readonly IPAddr[];
+}
+export interface DnsPort {
+  /** Listen on these addresses (the gateways of networks with DNS) and answer these names. */
+  update(
+    listen: readonly { address: string; network: string }[],
+    records: readonly DnsRecord[],
+  ): Promise<void>;
+  /** Upstream resolvers of the host (for sandboxes on networks without DNS). */
+  upstreams(): string[];
+}
+
+export interface ProcessSpec {
+  readonly netns: Netns | 'host';
+  readonly hostname: string;
+  readonly filesDir: string;
+  readonly files: { readonly hosts: string; readonly resolvConf: string; readonly hostname: string };
+  readonly cmd: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly logPath: string;
+}
+export interface ProcessPort {
+  start(spec: ProcessSpec): Promise<{ pid: number; startTime: string }>;
+  alive(pid: number, startTime: string): boolean;
+  stop(pid: number, startTime: string, opts: { timeoutMs: number }): Promise<void>;
+  renderFiles(input: {
+    hostname: string;
+    ips: IPAddr[];
+    aliases: string[];
+    extraHosts: { name: string; ip: string }[];
+    nameservers: string[];
+  }): { hosts: string; resolvConf: string; hostname: string };
+}
+
+export interface ServiceDeps {
+  readonly host: Host;
+  readonly state: HostState;
+  readonly drivers: Readonly<Record<string, NetworkDriver & { readonly sharesHostNetns?: boolean }>>;
+  readonly firewall: FirewallPort;
+  readonly dns: DnsPort;
+  readonly processes: ProcessPort;
+  readonly log?: Logger;
+  /** Name and bridge device of the default network (Docker: bridge / docker0). */
+  readonly defaultNetwork?: { name: string; bridge: string; subnet?: string; mtu?: number };
+}
+
+// ---- requests -------------------------------------------------------------------------------
+
+export interface CreateNetworkRequest {
+  readonly name: string;
+  readonly driver?: string;
+  readonly subnets?: readonly { subnet: string; gateway?: string; ipRange?: string }[];
+  readonly ipv6?: boolean;
+  readonly internal?: boolean;
+  /** `-o key=value`: icc, masquerade, mtu, bridge-name, parent, uplink, macvlan_mode. */
+  readonly options?: Readonly<Record<string, string>>;
+}
+
+export interface RunRequest {
+  readonly name?: string;
+  readonly cmd: readonly string[];
+  /** Networks to attach, first is primary (default: the default network). */
+  readonly networks?: readonly string[];
+  readonly ip?: string;
+  readonly ip6?: string;
+  readonly ports?: readonly string[];
+  readonly hostname?: string;
+  readonly aliases?: readonly string[];
+  readonly dns?: readonly string[];
+  readonly addHosts?: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+export interface ConnectRequest {
+  readonly network: string;
+  readonly container: string;
+  readonly ip?: string;
+  readonly ip6?: string;
+  readonly aliases?: readonly string[];
+}
+
+/** What `network inspect` and the API show. */
+export interface NetworkView extends NetworkRecord {
+  readonly containers: { name: string; id: string; ifname: string; addresses: string[] }[];
+}
+export interface ContainerView extends SandboxRecord {
+  readonly networks: {
+    network: string;
+    ifname: string;
+    addresses: string[];
+    mac?: string;
+    aliases: string[];
+  }[];
+  readonly netnsPath?: string;
+}
+
+const BUILTIN_DRIVERS = new Set(['host', 'none']);
+const newId = () => randomBytes(6).toString('hex');
+
+export class HostService {
+  readonly #d: ServiceDeps;
+  readonly #log: Logger;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(deps: ServiceDeps) {
+    this.#d = deps;
+    this.#log = deps.log ?? nullLogger;
+  }
+
+  /** Serialise a mutation behind the previous ones. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  // ---- start-up and reconciliation ----------------------------------------------------------
+
+  /** Create the built-in networks on first start, then reconcile the kernel with the state. */
+  start(): Promise<void> {
+    return this.#serial(async () => {
+      const st = this.#d.state;
+      const def = this.#d.defaultNetwork ?? { name: 'bridge', bridge: 'weft0' };
+      if (!st.network(def.name)) {
+        await this.#createNetworkNow({
+          name: def.name,
+          driver: 'bridge',
+          ...(def.subnet !== undefined && { subnets: [{ subnet: def.subnet }] }),
+          options: { 'bridge-name': def.bridge, ...(def.mtu !== undefined && { mtu: String(def.mtu) }) },
+          builtin: true,
+          dns: false,
+        });
+      }
+      for (const name of ['host', 'none']) {
+        if (!st.network(name)) {
+          st.putNetwork(
+            this.#record({ id: newId(), name, driver: name, bridge: '', subnets: [], builtin: true }),
+          );
+        }
+      }
+      for (const n of st.networks()) {
+        if (BUILTIN_DRIVERS.has(n.driver)) continue;
+        await this.#driver(n.driver).createNetwork(this.#spec(n));
+      }
+      for (const s of st.sandboxes()) {
+        const alive =
+          s.pid !== undefined && s.startTime !== undefined && this.#d.processes.alive(s.pid, s.startTime);
+        if (s.status === 'running' && !alive) {
+          this.#log.warn('container process is gone; marking it exited', { container: s.name, pid: s.pid });
+          st.putSandbox({ ...s, status: 'exited' });
+        }
+        for (const e of st.endpoints({ sandboxId: s.id })) {
+          const n = st.network(e.networkId);
+          if (n && !BUILTIN_DRIVERS.has(n.driver))
+            await this.#driver(n.driver).createEndpoint(this.#spec(n), this.#epSpec(e));
+        }
+      }
+      await this.#applyFirewall();
+      await this.#applyDns();
+      this.#log.info('host state reconciled', {
+        networks: st.networks().length,
+        containers: st.sandboxes().length,
+      });
+    });
+  }
+
+  // ---- networks -----------------------------------------------------------------------------
+
+  networks(): NetworkView[] {
+    return this.#d.state.networks().map((n) => this.#networkView(n));
+  }
+
+  network(name: string): NetworkView {
+    return this.#networkView(this.#network(name));
+  }
+
+  createNetwork(req: CreateNetworkRequest): Promise<NetworkView> {
+    return this.#serial(async () =>
+      this.#networkView(await this.#createNetworkNow({ ...req, builtin: false, dns: true })),
+    );
+  }
+
+  async #createNetworkNow(
+    req: CreateNetworkRequest & { builtin: boolean; dns: boolean },
+  ): Promise<NetworkRecord> {
+    const st = this.#d.state;
+    checkObjectName(req.name, 'network name');
+    if (st.network(req.name))
+      throw new WeftError('EXISTS', `network "${req.name}" already exists`, {
+        details: { network: req.name },
+      });
+    const driver = req.driver ?? 'bridge';
+    if (BUILTIN_DRIVERS.has(driver)) {
+      throw invalid(`only one network of driver "${driver}" exists (the built-in "${driver}" network)`);
+    }
+    this.#driver(driver);
+    const opts = { ...(req.options ?? {}) };
+    const known = new Set(['icc', 'masquerade', 'mtu', 'bridge-name', 'parent', 'uplink', 'macvlan_mode']);
+    for (const k of Object.keys(opts))
+      if (!known.has(k)) throw invalid(`unknown network option "${k}"`, { option: k });
+    const bool = (k: string, dflt: boolean) => {
+      const v = opts[k];
+      if (v === undefined) return dflt;
+      if (v === 'true' || v === '1') return true;
+      if (v === 'false' || v === '0') return false;
+      throw invalid(`option ${k}=${v}: expected true or false`);
+    };
+    const mtu = opts.mtu === undefined ? 1500 : Number(opts.mtu);
+    if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535)
+      throw invalid(`option mtu=${opts.mtu} is out of range (576-65535)`);
+    if (driver === 'macvlan' && opts.parent === undefined)
+      throw invalid('a macvlan network needs -o parent=IFACE');
+    const id = newId();
+    const bridge = driver === 'bridge' ? (opts['bridge-name'] ?? `br-${id}`) : '';
+    if (bridge) checkIfName(bridge, 'bridge name');
+    if (bridge && st.networks().some((n) => n.bridge === bridge)) {
+      throw conflict(`bridge "${bridge}" is already used by another network`);
+    }
+
+    // Subnets: given ones are canonicalised and checked against every other network; a bridge
+    // network without one gets a free subnet from the default pools that avoids host routes.
+    const inUse = st
+      .networks()
+      .flatMap((n) => n.subnets.map((s) => ({ name: n.name, subnet: parseCidr(s.subnet) })));
+    const given = req.subnets ?? [];
+    const subnets: { subnet: string; gateway: string; ipRange?: string }[] = [];
+    for (const s of given) {
+      const c = canonicalSubnet({ subnet: s.subnet, gateway: s.gateway, ipRange: s.ipRange });
+      if (driver !== 'macvlan')
+        checkSubnetFree(c.subnet, [...inUse, ...subnets.map((x) => parseCidr(x.subnet))]);
+      subnets.push({
+        subnet: formatIPNet(c.subnet),
+        gateway: formatIP(c.gateway),
+        ...(c.ipRange !== undefined && { ipRange: formatIPNet(c.ipRange) }),
+      });
+    }
+    if (req.ipv6 && !subnets.some((s) => s.subnet.includes(':'))) {
+      throw invalid('--ipv6 needs an IPv6 --subnet (e.g. --subnet fd00:1::/64)');
+    }
+    if (!req.ipv6 && subnets.some((s) => s.subnet.includes(':'))) {
+      throw invalid('an IPv6 --subnet needs --ipv6');
+    }
+    if (!subnets.some((s) => !s.subnet.includes(':'))) {
+      if (driver === 'macvlan')
+        throw invalid("a macvlan network needs an IPv4 --subnet (the parent network's)");
+      const routes = openHandle(this.#d.host.ns)
+        .routes.list({ family: 4, table: 'all' })
+        .flatMap((r) => (r.dst ? [r.dst] : []));
+      const picked = pickSubnet({ family: 4, inUse, avoid: routes });
+      const c = canonicalSubnet({ subnet: picked });
+      subnets.unshift({ subnet: formatIPNet(c.subnet), gateway: formatIP(c.gateway) });
+    }
+    const rec = this.#record({
+      id,
+      name: req.name,
+      driver,
+      bridge,
+      mtu,
+      subnets,
+      internal: req.internal ?? false,
+      icc: bool('icc', true),
+      masquerade: bool('masquerade', true),
+      dns: req.dns,
+      options: opts,
+      builtin: req.builtin,
+    });
+    await transaction(async (rb) => {
+      // Pushed first so it runs last: the firewall and DNS follow the state once it is restored.
+      rb.push('re-apply firewall and dns', () => this.#reapply());
+      st.putNetwork(rec);
+      rb.push('forget network', () => st.deleteNetwork(rec.id));
+      const drv = this.#driver(driver);
+      await drv.createNetwork(this.#spec(rec));
+      rb.push('delete network', () => drv.deleteNetwork(this.#spec(rec)));
+      await this.#applyFirewall();
+      await this.#applyDns();
+    });
+    this.#log.info('network created', {
+      network: rec.name,
+      id: rec.id,
+      driver,
+      subnets: subnets.map((s) => s.subnet),
+    });
+    return rec;
+  }
+
+  removeNetwork(name: string): Promise<void> {
+    return this.#serial(async () => {
+      const st = this.#d.state;
+      const n = this.#network(name);
+      if (n.builtin) throw invalid(`"${n.name}" is a built-in network and cannot be removed`);
+      const eps = st.endpoints({ networkId: n.id });
+      if (eps.length > 0) {
+        const names = eps.map((e) => st.sandbox(e.sandboxId)?.name ?? e.sandboxId);
+        throw new WeftError('BUSY', `network "${n.name}" has active endpoints: ${names.join(', ')}`, {
+          details: { network: n.name, containers: names },
+        });
+      }
+      await this.#driver(n.driver).deleteNetwork(this.#spec(n));
+      st.tx(() => {
+        st.deleteNetwork(n.id);
+        for (const s of n.subnets) st.dropPool(poolId(n, s.subnet));
+      });
+      await this.#applyFirewall();
+      await this.#applyDns();
+      this.#log.info('network removed', { network: n.name });
+    });
+  }
+
+  // ---- containers ---------------------------------------------------------------------------
+
+  containers(): ContainerView[] {
+    return this.#d.state.sandboxes().map((s) => this.#containerView(s));
+  }
+
+  container(name: string): ContainerView {
+    return this.#containerView(this.#sandbox(name));
+  }
+
+  run(req: RunRequest): Promise<ContainerView> {
+    return this.#serial(() => this.#runNow(req));
+  }
+
+  async #runNow(req: RunRequest): Promise<ContainerView> {
+    const st = this.#d.state;
+    const id = newId();
+    const name = req.name ?? `c-${id}`;
+    checkObjectName(name, 'container name');
+    if (st.sandbox(name)) throw new WeftError('EXISTS', `a container named "${name}" already exists`);
+    if (req.cmd.length === 0) throw invalid('a command is needed: weft run [OPTIONS] -- CMD [ARGS…]');
+    const hostname = req.hostname ?? name.slice(0, 63);
+    checkHostname(hostname);
+    const netNames = req.networks && req.networks.length > 0 ? [...req.networks] : [this.#defaultName()];
+    if (new Set(netNames).size !== netNames.length) throw invalid('a network is named twice');
+    const nets = netNames.map((n) => this.#network(n));
+    const shares = nets.filter((n) => BUILTIN_DRIVERS.has(n.driver));
+    if (shares.length > 0 && nets.length > 1) {
+      throw invalid(`network "${shares[0]!.name}" cannot be combined with other networks`);
+    }
+    const hostMode = nets[0]!.driver === 'host';
+    const ports = (req.ports ?? []).map(parsePortSpec);
+    if (ports.length > 0 && (shares.length > 0 || nets[0]!.driver !== 'bridge')) {
+      throw invalid(
+        'ports can only be published on a bridge network (host networking uses the host ports directly)',
+      );
+    }
+    checkPortsFree(ports, this.#publishedPorts());
+    const addHosts = (req.addHosts ?? []).map(parseAddHost);
+    const dns = (req.dns ?? []).map((d) => formatIP(parseIP(d)));
+    for (const a of req.aliases ?? []) checkHostname(a);
+    const rec: SandboxRecord = {
+      id,
+      name,
+      hostname,
+      cmd: [...req.cmd],
+      env: { ...(req.env ?? {}) },
+      dns,
+      addHosts,
+      ports,
+      netnsMode: hostMode ? 'host' : 'own',
+      status: 'created',
+      created: new Date().toISOString(),
+    };
+
+    return await transaction(async (rb) => {
+      rb.push('re-apply firewall and dns', () => this.#reapply());
+      // 1. Records: the sandbox and, per network, its endpoint with freshly allocated addresses.
+      const endpoints: EndpointRecord[] = [];
+      st.tx(() => {
+        st.putSandbox(rec);
+        nets.forEach((n, i) => {
+          if (BUILTIN_DRIVERS.has(n.driver)) return;
+          endpoints.push(
+            this.#newEndpoint(n, id, `eth${i}`, {
+              ...(i === 0 && req.ip !== undefined && { ip: req.ip }),
+              ...(i === 0 && req.ip6 !== undefined && { ip6: req.ip6 }),
+              aliases: [...(req.aliases ?? [])],
+            }),
+          );
+        });
+      });
+      rb.push('forget container', () =>
+        st.tx(() => {
+          for (const e of endpoints) this.#releaseEndpoint(e);
+          st.deleteSandbox(id);
+        }),
+      );
+
+      // 2. Kernel: the namespace, then each endpoint joined into it.
+      let sandbox: SandboxRef | undefined;
+      if (!hostMode) {
+        const sb = createSandbox(this.#d.host.runDir, id);
+        sandbox = sb;
+        rb.push('remove sandbox namespace', () => removeSandbox(this.#d.host.runDir, id));
+      }
+      for (const e of endpoints) await this.#join(e, sandbox!, rb);
+      await this.#applyFirewall();
+
+      // 3. The process, with its generated files.
+      rb.push('remove container files', () =>
+        fs.rmSync(this.#filesDir(id), { recursive: true, force: true }),
+      );
+      const started = await this.#startProcess(rec, sandbox?.ns ?? 'host', endpoints);
+      const running: SandboxRecord = { ...rec, ...started, status: 'running' };
+      st.putSandbox(running);
+      sandbox?.ns.close();
+      await this.#applyDns();
+      this.#log.info('container started', { container: name, id, pid: started.pid });
+      return this.#containerView(running);
+    });
+  }
+
+  stop(name: string, opts: { timeoutMs?: number } = {}): Promise<ContainerView> {
+    return this.#serial(async () => {
+      const s = this.#sandbox(name);
+      if (s.pid !== undefined && s.startTime !== undefined) {
+        await this.#d.processes.stop(s.pid, s.startTime, { timeoutMs: opts.timeoutMs ?? 10_000 });
+      }
+      const stopped: SandboxRecord = { ...s, status: 'exited' };
+      this.#d.state.putSandbox(stopped);
+      this.#log.info('container stopped', { container: s.name });
+      return this.#containerView(stopped);
+    });
+  }
+
+  remove(name: string, opts: { force?: boolean } = {}): Promise<void> {
+    return this.#serial(async () => {
+      const st = this.#d.state;
+      const s = this.#sandbox(name);
+      const alive = this.#alive(s);
+      if (alive && !opts.force) {
+        throw conflict(`container "${s.name}" is running: stop it first or use rm -f`, { container: s.name });
+      }
+      if (alive) await this.#d.processes.stop(s.pid!, s.startTime!, { timeoutMs: 5000 });
+      const eps = st.endpoints({ sandboxId: s.id });
+      const ref = this.#sandboxRef(s);
+      for (const e of eps) {
+        const n = st.network(e.networkId);
+        if (!n) continue;
+        const drv = this.#driver(n.driver);
+        if (ref) await drv.leave(this.#spec(n), this.#epSpec(e), ref);
+        await drv.deleteEndpoint(this.#spec(n), this.#epSpec(e));
+      }
+      ref?.ns.close();
+      if (s.netnsMode === 'own') removeSandbox(this.#d.host.runDir, s.id);
+      st.tx(() => {
+        for (const e of eps) this.#releaseEndpoint(e);
+        st.deleteSandbox(s.id);
+      });
+      fs.rmSync(this.#filesDir(s.id), { recursive: true, force: true });
+      await this.#applyFirewall();
+      await this.#applyDns();
+      this.#log.info('container removed', { container: s.name });
+    });
+  }
+
+  connect(req: ConnectRequest): Promise<ContainerView> {
+    return this.#serial(async () => {
+      const st = this.#d.state;
+      const s = this.#sandbox(req.container);
+      const n = this.#network(req.network);
+      if (BUILTIN_DRIVERS.has(n.driver) || s.netnsMode === 'host') {
+        throw invalid(`cannot connect "${s.name}" to "${n.name}": host and none networks stand alone`);
+      }
+      const eps = st.endpoints({ sandboxId: s.id });
+      if (eps.some((e) => e.networkId === n.id))
+        throw new WeftError('EXISTS', `"${s.name}" is already connected to "${n.name}"`);
+      const used = new Set(eps.map((e) => e.ifname));
+      let i = 0;
+      while (used.has(`eth${i}`)) i++;
+      for (const a of req.aliases ?? []) checkHostname(a);
+      await transaction(async (rb) => {
+        rb.push('re-apply firewall and dns', () => this.#reapply());
+        let ep!: EndpointRecord;
+        st.tx(() => {
+          ep = this.#newEndpoint(n, s.id, `eth${i}`, {
+            ...(req.ip !== undefined && { ip: req.ip }),
+            ...(req.ip6 !== undefined && { ip6: req.ip6 }),
+            aliases: [...(req.aliases ?? [])],
+          });
+        });
+        rb.push('forget endpoint', () => st.tx(() => this.#releaseEndpoint(ep)));
+        const ref = this.#sandboxRef(s);
+        if (!ref) throw notFound(`the network namespace of "${s.name}" is gone`);
+        try {
+          await this.#join(ep, ref, rb);
+        } finally {
+          ref.ns.close();
+        }
+        await this.#applyFirewall();
+        await this.#applyDns();
+      });
+      this.#log.info('container connected', { container: s.name, network: n.name });
+      return this.#containerView(s);
+    });
+  }
+
+  disconnect(req: { network: string; container: string }): Promise<ContainerView> {
+    return this.#serial(async () => {
+      const st = this.#d.state;
+      const s = this.#sandbox(req.container);
+      const n = this.#network(req.network);
+      const ep = st.endpoints({ sandboxId: s.id, networkId: n.id })[0];
+      if (!ep) throw notFound(`"${s.name}" is not connected to "${n.name}"`);
+      const drv = this.#driver(n.driver);
+      const ref = this.#sandboxRef(s);
+      if (ref) await drv.leave(this.#spec(n), this.#epSpec(ep), ref);
+      ref?.ns.close();
+      await drv.deleteEndpoint(this.#spec(n), this.#epSpec(ep));
+      st.tx(() => this.#releaseEndpoint(ep));
+      await this.#applyFirewall();
+      await this.#applyDns();
+      return this.#containerView(s);
+    });
+  }
+
+  /** Path of a container's log file (for `weft logs`). */
+  logPath(name: string): string {
+    return path.join(this.#filesDir(this.#sandbox(name).id), 'output.log');
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  #defaultName(): string {
+    return (this.#d.defaultNetwork ?? { name: 'bridge' }).name;
+  }
+
+  #driver(name: string): NetworkDriver & { readonly sharesHostNetns?: boolean } {
+    const d = this.#d.drivers[name];
+    if (!d) {
+      throw invalid(`unknown network driver "${name}" (known: ${Object.keys(this.#d.drivers).join(', ')})`, {
+        driver: name,
+      });
+    }
+    return d;
+  }
+
+  #network(name: string): NetworkRecord {
+    const n = this.#d.state.network(name);
+    if (!n) throw notFound(`network "${name}" not found`, { network: name });
+    return n;
+  }
+
+  #sandbox(name: string): SandboxRecord {
+    const s = this.#d.state.sandbox(name);
+    if (!s) throw notFound(`container "${name}" not found`, { container: name });
+    return s;
+  }
+
+  #alive(s: SandboxRecord): boolean {
+    return s.pid !== undefined && s.startTime !== undefined && this.#d.processes.alive(s.pid, s.startTime);
+  }
+
+  #sandboxRef(s: SandboxRecord): (SandboxRef & { ns: Netns }) | undefined {
+    if (s.netnsMode === 'host') return undefined;
+    try {
+      return openSandbox(this.#d.host.runDir, s.id);
+    } catch (e) {
+      if (e instanceof WeftError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    }
+  }
+
+  #filesDir(id: string): string {
+    return path.join(this.#d.host.runDir, 'containers', id);
+  }
+
+  #record(
+    r: Partial<NetworkRecord> &
+      Pick<NetworkRecord, 'id' | 'name' | 'driver' | 'bridge' | 'subnets' | 'builtin'>,
+  ): NetworkRecord {
+    return {
+      mtu: 1500,
+      internal: false,
+      icc: true,
+      masquerade: true,
+      dns: false,
+      options: {},
+      created: new Date().toISOString(),
+      ...r,
+    };
+  }
+
+  #spec(n: NetworkRecord): NetworkSpec {
+    return {
+      id: n.id,
+      name: n.name,
+      driver: n.driver,
+      bridge: n.bridge,
+      mtu: n.mtu,
+      subnets: n.subnets.map((s) => ({ subnet: parseCidr(s.subnet), gateway: parseIP(s.gateway) })),
+      internal: n.internal,
+      icc: n.icc,
+      masquerade: n.masquerade,
+      options: n.options,
+    };
+  }
+
+  #epSpec(e: EndpointRecord): EndpointSpec {
+    return {
+      id: e.id,
+      networkId: e.networkId,
+      addresses: e.addresses.map((a) => parseIPNet(a)),
+      ifname: e.ifname,
+      ...(e.mac !== undefined && { mac: e.mac }),
+    };
+  }
+
+  #pools(n: NetworkRecord): Pool[] {
+    return n.subnets.map((s) => ({
+      id: poolId(n, s.subnet),
+      ...canonicalSubnet({ subnet: s.subnet, gateway: s.gateway, ipRange: s.ipRange }),
+    }));
+  }
+
+  /** Allocate addresses on every subnet of `n` and record the endpoint (inside a state tx). */
+  #newEndpoint(
+    n: NetworkRecord,
+    sandboxId: string,
+    ifname: string,
+    want: { ip?: string; ip6?: string; aliases: string[] },
+  ): EndpointRecord {
+    const id = newId();
+    const addresses: string[] = [];
+    const pools = this.#pools(n);
+    for (const [want4, fam] of [
+      [want.ip, 4],
+      [want.ip6, 6],
+    ] as const) {
+      if (want4 !== undefined && !pools.some((p) => p.family === fam)) {
+        throw invalid(`network "${n.name}" has no IPv${fam} subnet for the requested address ${want4}`);
+      }
+    }
+    for (const p of pools) {
+      const wanted = p.family === 4 ? want.ip : want.ip6;
+      const request = wanted === undefined ? undefined : parseIP(wanted);
+      const ip = allocate(p, this.#d.state, { owner: id, request });
+      addresses.push(`${formatIP(ip)}/${p.subnet.len}`);
+    }
+    const rec: EndpointRecord = { id, sandboxId, networkId: n.id, ifname, addresses, aliases: want.aliases };
+    this.#d.state.putEndpoint(rec);
+    return rec;
+  }
+
+  /** Release an endpoint's addresses and forget it (inside a state tx). */
+  #releaseEndpoint(e: EndpointRecord): void {
+    const n = this.#d.state.network(e.networkId);
+    if (n) for (const p of this.#pools(n)) release(p, this.#d.state, { owner: e.id });
+    this.#d.state.deleteEndpoint(e.id);
+  }
+
+  async #join(e: EndpointRecord, sandbox: SandboxRef, rb: Rollback): Promise<void> {
+    const n = this.#network(e.networkId);
+    const drv = this.#driver(n.driver);
+    const spec = this.#spec(n);
+    const ep = this.#epSpec(e);
+    await drv.createEndpoint(spec, ep);
+    rb.push(`delete endpoint ${e.ifname}`, () => drv.deleteEndpoint(spec, ep));
+    await drv.join(spec, ep, sandbox);
+    rb.push(`leave ${e.ifname}`, () => drv.leave(spec, ep, sandbox));
+  }
+
+  async #startProcess(
+    s: SandboxRecord,
+    netns: Netns | 'host',
+    endpoints: readonly EndpointRecord[],
+  ): Promise<{ pid: number; startTime: string }> {
+    const st = this.#d.state;
+    const ips = endpoints.flatMap((e) => e.addresses.map((a) => parseIPNet(a).ip));
+    const dnsNet = endpoints.map((e) => st.network(e.networkId)).find((n) => n?.dns);
+    const nameservers =
+      s.dns.length > 0
+        ? [...s.dns]
+        : dnsNet
+          ? [dnsNet.subnets.find((x) => !x.gateway.includes(':'))?.gateway ?? dnsNet.subnets[0]!.gateway]
+          : this.#d.dns.upstreams();
+    const files = this.#d.processes.renderFiles({
+      hostname: s.hostname,
+      ips,
+      aliases: [],
+      extraHosts: [...s.addHosts],
+      nameservers,
+    });
+    const dir = this.#filesDir(s.id);
+    fs.mkdirSync(dir, { recursive: true });
+    return await this.#d.processes.start({
+      netns,
+      hostname: s.hostname,
+      filesDir: dir,
+      files,
+      cmd: s.cmd,
+      env: s.env,
+      logPath: path.join(dir, 'output.log'),
+    });
+  }
+
+  #publishedPorts(): { owner: string; port: PortRecord }[] {
+    return this.#d.state
+      .sandboxes()
+      .flatMap((s) => s.ports.map((port) => ({ owner: `container "${s.name}"`, port })));
+  }
+
+  /** The firewall's whole desired state, from the records. */
+  #firewallState(): FirewallState {
+    const st = this.#d.state;
+    const sandboxes = new Map(st.sandboxes().map((s) => [s.id, s]));
+    const networks: NetworkFw[] = st
+      .networks()
+      .filter((n) => n.driver === 'bridge')
+      .map((n) => ({
+        id: n.id,
+        bridge: n.bridge,
+        subnets: n.subnets.map((s) => parseCidr(s.subnet)),
+        masquerade: n.masquerade,
+        internal: n.internal,
+        icc: n.icc,
+        endpoints: st.endpoints({ networkId: n.id }).map((e) => {
+          const s = sandboxes.get(e.sandboxId);
+          // Ports are published on the container's first network (eth0), as Docker does.
+          const ports: PortMapping[] =
+            s && e.ifname === 'eth0'
+              ? s.ports.map((p) => ({
+                  proto: p.proto,
+                  hostIp: p.hostIp === undefined ? undefined : parseIP(p.hostIp),
+                  hostPort: p.hostPort,
+                  hostPortEnd: p.hostPortEnd,
+                  containerPort: p.containerPort,
+                  containerPortEnd: p.containerPortEnd,
+                }))
+              : [];
+          return { id: e.id, ips: e.addresses.map((a) => parseIPNet(a).ip), ports };
+        }),
+      }));
+    return { networks };
+  }
+
+  /** Firewall and DNS back in step with the state (the last undo of a failed operation). */
+  async #reapply(): Promise<void> {
+    await this.#applyFirewall();
+    await this.#applyDns();
+  }
+
+  async #applyFirewall(): Promise<void> {
+    await this.#d.firewall.apply(this.#firewallState());
+  }
+
+  async #applyDns(): Promise<void> {
+    const st = this.#d.state;
+    const listen: { address: string; network: string }[] = [];
+    const records: DnsRecord[] = [];
+    for (const n of st.networks().filter((x) => x.dns)) {
+      listen.push(...n.subnets.map((s) => ({ address: s.gateway, network: n.name })));
+      for (const e of st.endpoints({ networkId: n.id })) {
+        const s = st.sandbox(e.sandboxId);
+        if (!s) continue;
+        const ips = e.addresses.map((a) => parseIPNet(a).ip);
+        for (const name of new Set([s.name, ...e.aliases])) records.push({ network: n.name, name, ips });
+      }
+    }
+    await this.#d.dns.update(listen, records);
+  }
+
+  #networkView(n: NetworkRecord): NetworkView {
+    const st = this.#d.state;
+    return {
+      ...n,
+      containers: st.endpoints({ networkId: n.id }).map((e) => ({
+        name: st.sandbox(e.sandboxId)?.name ?? e.sandboxId,
+        id: e.sandboxId,
+        ifname: e.ifname,
+        addresses: [...e.addresses],
+      })),
+    };
+  }
+
+  #containerView(s: SandboxRecord): ContainerView {
+    const st = this.#d.state;
+    const status = s.status === 'running' && !this.#alive(s) ? 'exited' : s.status;
+    return {
+      ...s,
+      status,
+      networks: st
+        .endpoints({ sandboxId: s.id })
+        .sort((a, b) => a.ifname.localeCompare(b.ifname, 'en', { numeric: true }))
+        .map((e) => ({
+          network: st.network(e.networkId)?.name ?? e.networkId,
+          ifname: e.ifname,
+          addresses: [...e.addresses],
+          ...(e.mac !== undefined && { mac: e.mac }),
+          aliases: [...e.aliases],
+        })),
+      ...(s.netnsMode === 'own' && { netnsPath: path.join(this.#d.host.runDir, 'netns', s.id) }),
+    };
+  }
+}
+
+const poolId = (n: NetworkRecord, subnet: string) => `${n.id}/${subnet}`;
+
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+function checkHostname(h: string): void {
+  if (!HOSTNAME_RE.test(h)) throw invalid(`"${h}" is not a valid hostname (RFC 1123)`, { hostname: h });
+}
+
+function parseAddHost(s: string): { name: string; ip: string } {
+  const i = s.indexOf(':');
+  if (i <= 0) throw invalid(`--add-host "${s}": expected NAME:IP`);
+  const name = s.slice(0, i);
+  checkHostname(name);
+  return { name, ip: formatIP(parseIP(s.slice(i + 1).replace(/^\[|\]$/g, ''))) };
+}

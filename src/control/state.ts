@@ -1,0 +1,240 @@
+/**
+ * The host's durable state: networks, sandboxes (containers), endpoints and IP allocations, in
+ * one SQLite database under the state dir (better-sqlite3: synchronous, transactional, safe for
+ * several processes through SQLite's own locking; WAL journal). Every change the daemon makes
+ * is one `tx()`: an allocation and the endpoint that owns it are committed together or not at
+ * all, so a crash mid-operation can never leave an address handed out twice or orphaned.
+ *
+ * Records are stored as JSON documents beside the few columns that need uniqueness or lookup;
+ * addresses are kept as text (formatIP) and parsed back on read.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { WeftError } from '../lib/errors.js';
+import { formatIP, type IPAddr, parseIP } from '../lib/ip.js';
+import type { Allocation, IpamStore } from './ipam/index.js';
+
+/** A network as persisted (subnets as text; control parses them into canonical values). */
+export interface NetworkRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly driver: string;
+  readonly bridge: string;
+  readonly mtu: number;
+  readonly subnets: readonly { subnet: string; gateway: string; ipRange?: string }[];
+  readonly internal: boolean;
+  readonly icc: boolean;
+  readonly masquerade: boolean;
+  /** Runs an embedded DNS server on its gateways (user-defined networks). */
+  readonly dns: boolean;
+  readonly options: Readonly<Record<string, string>>;
+  /** Driver-private state that must survive restarts (e.g. what an uplink moved). */
+  readonly driverState?: unknown;
+  readonly builtin: boolean;
+  readonly created: string;
+}
+
+export interface PortRecord {
+  readonly proto: 'tcp' | 'udp';
+  readonly hostIp?: string;
+  readonly hostPort: number;
+  readonly hostPortEnd?: number;
+  readonly containerPort: number;
+  readonly containerPortEnd?: number;
+}
+
+export interface SandboxRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly hostname: string;
+  readonly cmd: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly dns: readonly string[];
+  readonly addHosts: readonly { name: string; ip: string }[];
+  readonly ports: readonly PortRecord[];
+  /** 'host' when the sandbox shares the host's network namespace. */
+  readonly netnsMode: 'own' | 'host';
+  readonly pid?: number;
+  readonly startTime?: string;
+  readonly status: 'created' | 'running' | 'exited';
+  readonly created: string;
+}
+
+export interface EndpointRecord {
+  readonly id: string;
+  readonly sandboxId: string;
+  readonly networkId: string;
+  readonly ifname: string;
+  /** `ADDR/LEN` strings. */
+  readonly addresses: readonly string[];
+  readonly mac?: string;
+  readonly aliases: readonly string[];
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+  id TEXT PRIMARY KEY, sandbox_id TEXT NOT NULL, network_id TEXT NOT NULL, doc TEXT NOT NULL,
+  UNIQUE (sandbox_id, network_id));
+CREATE TABLE IF NOT EXISTS ipam (pool TEXT NOT NULL, ip TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (pool, ip));
+CREATE TABLE IF NOT EXISTS ipam_cursor (pool TEXT PRIMARY KEY, ip TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+export class HostState implements IpamStore {
+  readonly #db: Database.Database;
+
+  private constructor(db: Database.Database) {
+    this.#db = db;
+  }
+
+  /** Open (creating if needed) the state database in `stateDir`. */
+  static open(stateDir: string): HostState {
+    fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const db = new Database(path.join(stateDir, 'state.db'));
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('busy_timeout = 5000');
+    db.exec(SCHEMA);
+    return new HostState(db);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+
+  /** Run `fn` in one immediate transaction (serialised with other processes). */
+  tx<T>(fn: () => T): T {
+    return this.#db.transaction(fn).immediate();
+  }
+
+  // ---- networks -----------------------------------------------------------------------------
+
+  networks(): NetworkRecord[] {
+    return this.#db
+      .prepare<[], { doc: string }>('SELECT doc FROM networks ORDER BY name')
+      .all()
+      .map((r) => JSON.parse(r.doc) as NetworkRecord);
+  }
+  network(nameOrId: string): NetworkRecord | undefined {
+    const r = this.#db
+      .prepare<[string, string], { doc: string }>('SELECT doc FROM networks WHERE name = ? OR id = ?')
+      .get(nameOrId, nameOrId);
+    return r ? (JSON.parse(r.doc) as NetworkRecord) : undefined;
+  }
+  putNetwork(n: NetworkRecord): void {
+    try {
+      this.#db
+        .prepare(
+          'INSERT INTO networks (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
+        )
+        .run(n.id, n.name, JSON.stringify(n));
+    } catch (e) {
+      throw uniqueToExists(e, `network "${n.name}" already exists`);
+    }
+  }
+  deleteNetwork(id: string): void {
+    this.#db.prepare('DELETE FROM networks WHERE id = ?').run(id);
+  }
+
+  // ---- sandboxes ----------------------------------------------------------------------------
+
+  sandboxes(): SandboxRecord[] {
+    return this.#db
+      .prepare<[], { doc: string }>('SELECT doc FROM sandboxes ORDER BY name')
+      .all()
+      .map((r) => JSON.parse(r.doc) as SandboxRecord);
+  }
+  sandbox(nameOrId: string): SandboxRecord | undefined {
+    const r = this.#db
+      .prepare<[string, string], { doc: string }>('SELECT doc FROM sandboxes WHERE name = ? OR id = ?')
+      .get(nameOrId, nameOrId);
+    return r ? (JSON.parse(r.doc) as SandboxRecord) : undefined;
+  }
+  putSandbox(s: SandboxRecord): void {
+    try {
+      this.#db
+        .prepare(
+          'INSERT INTO sandboxes (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
+        )
+        .run(s.id, s.name, JSON.stringify(s));
+    } catch (e) {
+      throw uniqueToExists(e, `a container named "${s.name}" already exists`);
+    }
+  }
+  deleteSandbox(id: string): void {
+    this.#db.prepare('DELETE FROM sandboxes WHERE id = ?').run(id);
+  }
+
+  // ---- endpoints ----------------------------------------------------------------------------
+
+  endpoints(filter: { sandboxId?: string; networkId?: string } = {}): EndpointRecord[] {
+    return this.#db
+      .prepare<[], { doc: string }>('SELECT doc FROM endpoints ORDER BY id')
+      .all()
+      .map((r) => JSON.parse(r.doc) as EndpointRecord)
+      .filter(
+        (e) =>
+          (filter.sandboxId === undefined || e.sandboxId === filter.sandboxId) &&
+          (filter.networkId === undefined || e.networkId === filter.networkId),
+      );
+  }
+  putEndpoint(e: EndpointRecord): void {
+    try {
+      this.#db
+        .prepare(
+          'INSERT INTO endpoints (id, sandbox_id, network_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
+        )
+        .run(e.id, e.sandboxId, e.networkId, JSON.stringify(e));
+    } catch (err) {
+      throw uniqueToExists(err, 'the container is already connected to that network');
+    }
+  }
+  deleteEndpoint(id: string): void {
+    this.#db.prepare('DELETE FROM endpoints WHERE id = ?').run(id);
+  }
+
+  // ---- IpamStore ----------------------------------------------------------------------------
+
+  allocated(poolId: string): Iterable<Allocation> {
+    return this.#db
+      .prepare<[string], { ip: string; owner: string }>('SELECT ip, owner FROM ipam WHERE pool = ?')
+      .all(poolId)
+      .map((r) => ({ ip: parseIP(r.ip), owner: r.owner }));
+  }
+  lastAllocated(poolId: string): IPAddr | undefined {
+    const r = this.#db
+      .prepare<[string], { ip: string }>('SELECT ip FROM ipam_cursor WHERE pool = ?')
+      .get(poolId);
+    return r ? parseIP(r.ip) : undefined;
+  }
+  add(poolId: string, a: Allocation): void {
+    this.#db
+      .prepare('INSERT INTO ipam (pool, ip, owner) VALUES (?, ?, ?)')
+      .run(poolId, formatIP(a.ip), a.owner);
+  }
+  setLastAllocated(poolId: string, ip: IPAddr): void {
+    this.#db
+      .prepare(
+        'INSERT INTO ipam_cursor (pool, ip) VALUES (?, ?) ON CONFLICT(pool) DO UPDATE SET ip = excluded.ip',
+      )
+      .run(poolId, formatIP(ip));
+  }
+  remove(poolId: string, ip: IPAddr): void {
+    this.#db.prepare('DELETE FROM ipam WHERE pool = ? AND ip = ?').run(poolId, formatIP(ip));
+  }
+  /** Forget a whole pool (its network was removed). */
+  dropPool(poolId: string): void {
+    this.#db.prepare('DELETE FROM ipam WHERE pool = ?').run(poolId);
+    this.#db.prepare('DELETE FROM ipam_cursor WHERE pool = ?').run(poolId);
+  }
+}
+
+function uniqueToExists(e: unknown, message: string): unknown {
+  if (e instanceof Error && (e as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) {
+    return new WeftError('EXISTS', message, { cause: e });
+  }
+  return e;
+}

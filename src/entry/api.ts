@@ -1,0 +1,144 @@
+/**
+ * The daemon's HTTP+JSON API on its unix socket. Thin: route, parse the JSON body, call the host
+ * service, answer JSON; every error goes through `errorBody` (one mapping of codes to statuses).
+ *
+ *   GET    /healthz | /readyz
+ *   GET    /v1/networks                      POST /v1/networks            {name, driver, subnets, …}
+ *   GET    /v1/networks/:name                DELETE /v1/networks/:name
+ *   POST   /v1/networks/:name/connect        {container, ip?, ip6?, aliases?}
+ *   POST   /v1/networks/:name/disconnect     {container}
+ *   GET    /v1/containers                    POST /v1/containers          {name, cmd, networks, ports, …}
+ *   GET    /v1/containers/:name              DELETE /v1/containers/:name?force=1
+ *   POST   /v1/containers/:name/stop         GET /v1/containers/:name/logs?tail=N
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { ConnectRequest, CreateNetworkRequest, HostService, RunRequest } from '../control/service.js';
+import { invalid, WeftError } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import { errorBody } from './edge.js';
+
+const MAX_BODY = 1 << 20;
+
+type Handler = (p: Record<string, string>, body: unknown, q: URLSearchParams) => Promise<unknown> | unknown;
+
+export interface ApiOptions {
+  readonly service: HostService;
+  readonly log: Logger;
+  readonly ready: () => boolean;
+}
+
+export function createApiServer(opts: ApiOptions): http.Server {
+  const s = opts.service;
+  const routes: [string, RegExp, Handler][] = [];
+  const route = (method: string, pattern: string, h: Handler) => {
+    const re = new RegExp(`^${pattern.replace(/:(\w+)/g, '(?<$1>[^/]+)')}$`);
+    routes.push([method, re, h]);
+  };
+  route('GET', '/healthz', () => ({ ok: true }));
+  route('GET', '/readyz', () => {
+    if (!opts.ready()) throw new WeftError('UNAVAILABLE', 'the daemon is starting');
+    return { ready: true };
+  });
+  route('GET', '/v1/networks', () => s.networks());
+  route('POST', '/v1/networks', (_p, b) => s.createNetwork(object<CreateNetworkRequest>(b)));
+  route('GET', '/v1/networks/:name', (p) => s.network(p.name!));
+  route('DELETE', '/v1/networks/:name', async (p) => {
+    await s.removeNetwork(p.name!);
+    return { removed: p.name };
+  });
+  route('POST', '/v1/networks/:name/connect', (p, b) =>
+    s.connect({ ...object<Omit<ConnectRequest, 'network'>>(b), network: p.name! }),
+  );
+  route('POST', '/v1/networks/:name/disconnect', (p, b) =>
+    s.disconnect({ container: object<{ container: string }>(b).container, network: p.name! }),
+  );
+  route('GET', '/v1/containers', () => s.containers());
+  route('POST', '/v1/containers', (_p, b) => s.run(object<RunRequest>(b)));
+  route('GET', '/v1/containers/:name', (p) => s.container(p.name!));
+  route('DELETE', '/v1/containers/:name', async (p, _b, q) => {
+    await s.remove(p.name!, { force: q.get('force') === '1' || q.get('force') === 'true' });
+    return { removed: p.name };
+  });
+  route('POST', '/v1/containers/:name/stop', (p) => s.stop(p.name!));
+  route('GET', '/v1/containers/:name/logs', (p, _b, q) => {
+    const file = s.logPath(p.name!);
+    const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    const tail = q.get('tail');
+    if (tail === null) return { log: text };
+    const n = Number(tail);
+    if (!Number.isInteger(n) || n < 0) throw invalid(`tail=${tail} is not a line count`);
+    const lines = text.split('\n');
+    if (lines.at(-1) === '') lines.pop();
+    return { log: lines.slice(-n).join('\n') + (lines.length && n ? '\n' : '') };
+  });
+
+  return http.createServer((req, res) => {
+    const started = performance.now();
+    const url = new URL(req.url ?? '/', 'http://weft');
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(text),
+      });
+      res.end(text);
+      opts.log.debug('api', {
+        method: req.method,
+        path: url.pathname,
+        status,
+        ms: Math.round((performance.now() - started) * 10) / 10,
+      });
+    };
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY) chunks.push(c);
+    });
+    req.on('end', () => {
+      void (async () => {
+        try {
+          if (size > MAX_BODY) throw invalid('request body too large');
+          const text = Buffer.concat(chunks).toString('utf8');
+          let body: unknown;
+          if (text) {
+            try {
+              body = JSON.parse(text);
+            } catch {
+              throw invalid('the request body is not valid JSON');
+            }
+          }
+          let pathMatched = false;
+          for (const [method, re, h] of routes) {
+            const m = re.exec(url.pathname);
+            if (!m) continue;
+            pathMatched = true;
+            if (method !== req.method) continue;
+            const params = Object.fromEntries(
+              Object.entries(m.groups ?? {}).map(([k, v]) => [k, decodeURIComponent(v)]),
+            );
+            send(200, (await h(params, body, url.searchParams)) ?? {});
+            return;
+          }
+          throw new WeftError(
+            'NOT_FOUND',
+            pathMatched
+              ? `${req.method} is not allowed on ${url.pathname}`
+              : `no such endpoint: ${url.pathname}`,
+          );
+        } catch (e) {
+          const { status, body } = errorBody(e);
+          if (status >= 500) opts.log.error('api request failed', { path: url.pathname, error: e });
+          send(status, body);
+        }
+      })();
+    });
+  });
+}
+
+function object<T>(b: unknown): T {
+  if (b === null || typeof b !== 'object' || Array.isArray(b))
+    throw invalid('the request body must be a JSON object');
+  return b as T;
+}

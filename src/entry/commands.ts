@@ -1,0 +1,392 @@
+/**
+ * The Docker-like commands of the CLI: `network …`, `run`, `ps`, `exec`, `logs`, `stop`, `rm`,
+ * and `daemon`. Each is a thin client of the daemon's API (found through --socket, $WEFT_SOCKET
+ * or /run/weft/weft.sock); `exec` then enters the container's namespaces itself with nsenter.
+ */
+import { spawn } from 'node:child_process';
+import { type Command, Option } from 'commander';
+import { defaultSocketPath } from '../control/host.js';
+import type { ContainerView, NetworkView } from '../control/service.js';
+import { invalid, WeftError } from '../lib/errors.js';
+import type { Level } from '../lib/log.js';
+import { ApiClient } from './client.js';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const out = (s: string): void => {
+  process.stdout.write(`${s}\n`);
+};
+const json = (v: unknown): void => out(JSON.stringify(v, null, 2));
+
+function client(cmd: Command): ApiClient {
+  const socket = (cmd.optsWithGlobals() as { socket?: string }).socket;
+  return new ApiClient(socket ?? defaultSocketPath());
+}
+
+/** A plain text table: columns padded to their widest cell. */
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [head, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+/** `-o key=value` options into a record. */
+function options(list: string[] = []): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw invalid(`option "${kv}" is not KEY=VALUE`);
+    o[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return o;
+}
+
+function env(list: string[] = []): Record<string, string> {
+  const e: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw invalid(`-e "${kv}" is not NAME=VALUE`);
+    e[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return e;
+}
+
+export function addCommands(program: Command): void {
+  program.option('--socket <path>', 'the daemon API socket (default $WEFT_SOCKET or /run/weft/weft.sock)');
+
+  program
+    .command('daemon')
+    .description("run this host's weft daemon in the foreground (API on a unix socket)")
+    .option('--state-dir <dir>', 'durable state (default /var/lib/weft)')
+    .option('--run-dir <dir>', 'runtime state: namespaces, sandbox files, logs (default /run/weft)')
+    .option('--default-bridge <name>', 'bridge device of the default network', 'weft0')
+    .option('--default-subnet <cidr>', 'subnet of the default network (default: a free one from the pools)')
+    .option(
+      '--upstream <ip>',
+      'resolver for names weft does not know (repeatable; default /etc/resolv.conf)',
+      collect,
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level')
+        .choices(['debug', 'info', 'warn', 'error'])
+        .default('info'),
+    )
+    .action(
+      async (
+        o: {
+          stateDir?: string;
+          runDir?: string;
+          defaultBridge: string;
+          defaultSubnet?: string;
+          upstream?: string[];
+          logLevel: Level;
+        },
+        cmd: Command,
+      ) => {
+        const { runDaemon } = await import('./daemon.js');
+        const socket = (cmd.optsWithGlobals() as { socket?: string }).socket;
+        await runDaemon({
+          ...(o.stateDir !== undefined && { stateDir: o.stateDir }),
+          ...(o.runDir !== undefined && { runDir: o.runDir }),
+          ...(socket !== undefined && { socketPath: socket }),
+          ...(o.upstream !== undefined && { upstreams: o.upstream }),
+          ...(o.defaultSubnet !== undefined && { defaultSubnet: o.defaultSubnet }),
+          defaultBridge: o.defaultBridge,
+          logLevel: o.logLevel,
+        });
+      },
+    );
+
+  // ---- networks -----------------------------------------------------------------------------
+  const net = program.command('network').description('manage networks');
+  net
+    .command('create')
+    .description('create a network')
+    .argument('<name>')
+    .addOption(
+      new Option('-d, --driver <driver>', 'network driver').choices(['bridge', 'macvlan']).default('bridge'),
+    )
+    .option('--subnet <cidr>', 'subnet (repeatable: one IPv4, one IPv6)', collect)
+    .option('--gateway <ip>', 'gateway of the subnet (repeatable, in --subnet order)', collect)
+    .option('--ip-range <cidr>', 'addresses handed out dynamically (repeatable, in --subnet order)', collect)
+    .option('--ipv6', 'enable IPv6 (needs an IPv6 --subnet)')
+    .option('--internal', 'no outbound route and no NAT')
+    .option(
+      '-o, --opt <key=value>',
+      'driver option: icc, masquerade, mtu, bridge-name, parent, uplink, macvlan_mode',
+      collect,
+    )
+    .option('--json', 'print the network as JSON')
+    .action(
+      async (
+        name: string,
+        o: {
+          driver: string;
+          subnet?: string[];
+          gateway?: string[];
+          ipRange?: string[];
+          ipv6?: boolean;
+          internal?: boolean;
+          opt?: string[];
+          json?: boolean;
+        },
+        cmd: Command,
+      ) => {
+        const subnets = (o.subnet ?? []).map((subnet, i) => ({
+          subnet,
+          ...(o.gateway?.[i] !== undefined && { gateway: o.gateway[i] }),
+          ...(o.ipRange?.[i] !== undefined && { ipRange: o.ipRange[i] }),
+        }));
+        if ((o.gateway?.length ?? 0) > subnets.length) throw invalid('--gateway needs a --subnet');
+        const n = await client(cmd).request<NetworkView>('POST', '/v1/networks', {
+          name,
+          driver: o.driver,
+          subnets,
+          ipv6: o.ipv6 === true,
+          internal: o.internal === true,
+          options: options(o.opt),
+        });
+        if (o.json) json(n);
+        else out(n.id);
+      },
+    );
+  net
+    .command('ls')
+    .description('list networks')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const list = await client(cmd).request<NetworkView[]>('GET', '/v1/networks');
+      if (o.json) {
+        json(list);
+        return;
+      }
+      out(
+        table(
+          ['NETWORK ID', 'NAME', 'DRIVER', 'SUBNETS', 'CONTAINERS'],
+          list.map((n) => [
+            n.id,
+            n.name,
+            n.driver,
+            n.subnets.map((s) => s.subnet).join(',') || '-',
+            String(n.containers.length),
+          ]),
+        ),
+      );
+    });
+  net
+    .command('inspect')
+    .description('show a network as JSON')
+    .argument('<name>')
+    .action(async (name: string, _o: unknown, cmd: Command) =>
+      json(await client(cmd).request('GET', `/v1/networks/${encodeURIComponent(name)}`)),
+    );
+  net
+    .command('rm')
+    .alias('remove')
+    .description('remove networks')
+    .argument('<names...>')
+    .action(async (names: string[], _o: unknown, cmd: Command) => {
+      for (const n of names) {
+        await client(cmd).request('DELETE', `/v1/networks/${encodeURIComponent(n)}`);
+        out(n);
+      }
+    });
+  net
+    .command('connect')
+    .description('connect a container to a network')
+    .argument('<network>')
+    .argument('<container>')
+    .option('--ip <ip>', 'IPv4 address on the network')
+    .option('--ip6 <ip>', 'IPv6 address on the network')
+    .option('--alias <name>', 'another name for the container on this network (repeatable)', collect)
+    .action(
+      async (
+        network: string,
+        container: string,
+        o: { ip?: string; ip6?: string; alias?: string[] },
+        cmd: Command,
+      ) => {
+        await client(cmd).request('POST', `/v1/networks/${encodeURIComponent(network)}/connect`, {
+          container,
+          ...(o.ip !== undefined && { ip: o.ip }),
+          ...(o.ip6 !== undefined && { ip6: o.ip6 }),
+          aliases: o.alias ?? [],
+        });
+      },
+    );
+  net
+    .command('disconnect')
+    .description('disconnect a container from a network')
+    .argument('<network>')
+    .argument('<container>')
+    .action(async (network: string, container: string, _o: unknown, cmd: Command) => {
+      await client(cmd).request('POST', `/v1/networks/${encodeURIComponent(network)}/disconnect`, {
+        container,
+      });
+    });
+
+  // ---- containers ---------------------------------------------------------------------------
+  program
+    .command('run')
+    .description('run a command in a new container (a sandbox with its own network, hostname and files)')
+    .argument('<cmd...>', 'the command, after --')
+    .option('-d, --detach', 'print the container id and return (default: follow its output until it exits)')
+    .option('--name <name>', 'container name')
+    .option('--network <name>', 'network to attach (repeatable; default: bridge)', collect)
+    .option('--ip <ip>', 'IPv4 address on the first network')
+    .option('--ip6 <ip>', 'IPv6 address on the first network')
+    .option('-p, --publish <[hostip:]hostport:port[/proto]>', 'publish a port (repeatable)', collect)
+    .option('--hostname <name>', 'hostname inside the container')
+    .option('--network-alias <name>', 'another DNS name on the networks (repeatable)', collect)
+    .option('--dns <ip>', 'resolver for /etc/resolv.conf (repeatable)', collect)
+    .option('--add-host <name:ip>', 'an /etc/hosts entry (repeatable)', collect)
+    .option('-e, --env <NAME=VALUE>', 'environment variable (repeatable)', collect)
+    .option('--json', 'print the container as JSON')
+    .action(
+      async (
+        argv: string[],
+        o: {
+          detach?: boolean;
+          name?: string;
+          network?: string[];
+          ip?: string;
+          ip6?: string;
+          publish?: string[];
+          hostname?: string;
+          networkAlias?: string[];
+          dns?: string[];
+          addHost?: string[];
+          env?: string[];
+          json?: boolean;
+        },
+        cmd: Command,
+      ) => {
+        const api = client(cmd);
+        const c = await api.request<ContainerView>('POST', '/v1/containers', {
+          cmd: argv,
+          ...(o.name !== undefined && { name: o.name }),
+          ...(o.network !== undefined && { networks: o.network }),
+          ...(o.ip !== undefined && { ip: o.ip }),
+          ...(o.ip6 !== undefined && { ip6: o.ip6 }),
+          ports: o.publish ?? [],
+          ...(o.hostname !== undefined && { hostname: o.hostname }),
+          aliases: o.networkAlias ?? [],
+          dns: o.dns ?? [],
+          addHosts: o.addHost ?? [],
+          env: env(o.env),
+        });
+        if (o.json) json(c);
+        else out(c.id);
+        if (!o.detach && !o.json) await follow(api, c.name);
+      },
+    );
+  program
+    .command('ps')
+    .description('list containers')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const list = await client(cmd).request<ContainerView[]>('GET', '/v1/containers');
+      if (o.json) {
+        json(list);
+        return;
+      }
+      out(
+        table(
+          ['CONTAINER ID', 'NAME', 'STATUS', 'NETWORKS', 'PORTS', 'COMMAND'],
+          list.map((c) => [
+            c.id,
+            c.name,
+            c.status,
+            c.networks
+              .map((n) => `${n.network}:${n.addresses.map((a) => a.split('/')[0]).join(',')}`)
+              .join(' ') || '-',
+            c.ports.map((p) => `${p.hostIp ?? '*'}:${p.hostPort}->${p.containerPort}/${p.proto}`).join(',') ||
+              '-',
+            c.cmd.join(' ').slice(0, 40),
+          ]),
+        ),
+      );
+    });
+  program
+    .command('inspect')
+    .description('show a container as JSON')
+    .argument('<name>')
+    .action(async (name: string, _o: unknown, cmd: Command) =>
+      json(await client(cmd).request('GET', `/v1/containers/${encodeURIComponent(name)}`)),
+    );
+  program
+    .command('exec')
+    .description("run a command inside a running container's namespaces")
+    .argument('<name>')
+    .argument('<cmd...>', 'the command, after --')
+    .action(async (name: string, argv: string[], _o: unknown, cmd: Command) => {
+      const c = await client(cmd).request<ContainerView>('GET', `/v1/containers/${encodeURIComponent(name)}`);
+      if (c.status !== 'running' || c.pid === undefined) {
+        throw new WeftError('CONFLICT', `container "${name}" is not running`);
+      }
+      const ns = c.netnsMode === 'host' ? ['--uts', '--mount'] : ['--net', '--uts', '--mount'];
+      const child = spawn('nsenter', ['--target', String(c.pid), ...ns, '--', ...argv], { stdio: 'inherit' });
+      const code = await new Promise<number>((r) => child.on('exit', (c2, sig) => r(c2 ?? (sig ? 128 : 1))));
+      process.exitCode = code;
+    });
+  program
+    .command('logs')
+    .description("print a container's output")
+    .argument('<name>')
+    .option('-n, --tail <lines>', 'only the last lines')
+    .action(async (name: string, o: { tail?: string }, cmd: Command) => {
+      const q = o.tail === undefined ? '' : `?tail=${encodeURIComponent(o.tail)}`;
+      const r = await client(cmd).request<{ log: string }>(
+        'GET',
+        `/v1/containers/${encodeURIComponent(name)}/logs${q}`,
+      );
+      process.stdout.write(r.log);
+    });
+  program
+    .command('stop')
+    .description('stop containers (SIGTERM, then SIGKILL after 10 s)')
+    .argument('<names...>')
+    .action(async (names: string[], _o: unknown, cmd: Command) => {
+      for (const n of names) {
+        await client(cmd).request('POST', `/v1/containers/${encodeURIComponent(n)}/stop`);
+        out(n);
+      }
+    });
+  program
+    .command('rm')
+    .description('remove containers and their network state')
+    .argument('<names...>')
+    .option('-f, --force', 'stop running containers first')
+    .action(async (names: string[], o: { force?: boolean }, cmd: Command) => {
+      for (const n of names) {
+        await client(cmd).request(
+          'DELETE',
+          `/v1/containers/${encodeURIComponent(n)}${o.force ? '?force=1' : ''}`,
+        );
+        out(n);
+      }
+    });
+}
+
+/** Print a container's output as it grows until its process is gone (bounded by its life). */
+async function follow(api: ApiClient, name: string): Promise<void> {
+  let shown = 0;
+  for (;;) {
+    const c = await api.request<ContainerView>('GET', `/v1/containers/${encodeURIComponent(name)}`);
+    const { log } = await api.request<{ log: string }>(
+      'GET',
+      `/v1/containers/${encodeURIComponent(name)}/logs`,
+    );
+    if (log.length > shown) {
+      process.stdout.write(log.slice(shown));
+      shown = log.length;
+    }
+    if (c.status !== 'running') return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * Single-host networking end to end: a weft daemon in a "host" namespace with an uplink to an
+ * "outside" namespace that plays both a remote client and an internet server; containers run
+ * busybox. Every assertion is a real packet or a file seen from inside a container.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Bed, type BedNs, needsRoot } from '../../test/bed.js';
+import { removeAllContainers, startDaemon, type TestDaemon } from '../../test/daemon.js';
+import type { ContainerView, NetworkView } from '../control/service.js';
+import { isWeftError } from '../lib/errors.js';
+
+const HOST_IP = '198.51.100.2';
+const OUTSIDE_IP = '198.51.100.1';
+
+describe('weft daemon on one host', needsRoot, () => {
+  const b = new Bed();
+  let host: BedNs;
+  let outside: BedNs;
+  let d: TestDaemon;
+  let www: string;
+
+  const run = (body: Record<string, unknown>) => d.api.request<ContainerView>('POST', '/v1/containers', body);
+  /** Run a command inside a container (through the CLI's exec, as a user would). */
+  const exec = async (name: string, ...cmd: string[]) =>
+    d.cli(['exec', name, '--', ...cmd], { timeoutMs: 20_000 });
+  // curl, not busybox wget: the static busybox's wget crashes in name lookups on this platform.
+  const fetch = (name: string, url: string) => exec(name, 'curl', '-s', '--max-time', '3', url);
+
+  before(async () => {
+    host = b.ns('host');
+    outside = b.ns('outside');
+    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
+    outside.h.links.setUp('eth0');
+    host.h.addrs.add('eth0', `${HOST_IP}/24`);
+    outside.h.addrs.add('eth0', `${OUTSIDE_IP}/24`);
+    host.h.routes.add({ dst: 'default', via: OUTSIDE_IP });
+    // The "internet" server: answers with the address it sees the request come from.
+    www = fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'wt-www-'));
+    b.onCleanup(() => fs.rmSync(www, { recursive: true, force: true }));
+    fs.writeFileSync(path.join(www, 'index.html'), 'hello from web\n');
+    b.spawn(outside, 'socat', ['-T5', 'TCP-LISTEN:8000,fork,reuseaddr', 'SYSTEM:echo peer=$SOCAT_PEERADDR']);
+    d = await startDaemon(b, host, { args: ['--upstream', OUTSIDE_IP, '--default-subnet', '10.88.0.0/24'] });
+    b.onCleanup(() => d.stop());
+    b.onCleanup(() => removeAllContainers(d));
+  });
+  after(() => b.cleanup());
+
+  test('the default network exists out of the box, with host and none', async () => {
+    const nets = await d.api.request<NetworkView[]>('GET', '/v1/networks');
+    const def = nets.find((n) => n.name === 'bridge');
+    assert.equal(def?.bridge, 'weft0');
+    assert.equal(def?.subnets[0]?.subnet, '10.88.0.0/24');
+    assert.ok(nets.some((n) => n.name === 'host') && nets.some((n) => n.name === 'none'));
+    assert.equal(host.h.links.get('weft0').kind, 'bridge');
+    assert.equal(host.h.addrs.list({ dev: 'weft0' })[0]?.ipnet.len, 24);
+  });
+
+  test('containers on a user network reach each other by name and IP; files and hostname inside', async () => {
+    const made = await d.cli(['network', 'create', '--subnet', '10.123.0.0/24', 'front']);
+    assert.equal(made.code, 0, made.stderr);
+    const web = await run({
+      name: 'web',
+      networks: ['front'],
+      ip: '10.123.0.10',
+      ports: ['8080:80'],
+      hostname: 'webhost',
+      aliases: ['www'],
+      cmd: ['busybox', 'httpd', '-f', '-p', '80', '-h', www],
+    });
+    assert.equal(web.status, 'running');
+    assert.deepEqual(web.networks[0]?.addresses, ['10.123.0.10/24']);
+    const r = await d.cli([
+      'run',
+      '-d',
+      '--name',
+      'client',
+      '--network',
+      'front',
+      '--add-host',
+      'db.local:192.0.2.7',
+      '--',
+      'sleep',
+      '600',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+
+    assert.equal(
+      (await fetch('client', 'http://web/')).stdout,
+      'hello from web\n',
+      'by name through the network DNS',
+    );
+    assert.equal((await fetch('client', 'http://www/')).stdout, 'hello from web\n', 'by --network-alias');
+    assert.equal((await fetch('client', 'http://10.123.0.10/')).stdout, 'hello from web\n', 'by IP');
+    assert.equal((await exec('client', 'ping', '-c', '1', '-W', '2', '10.123.0.10')).code, 0);
+
+    assert.equal((await exec('web', 'hostname')).stdout.trim(), 'webhost');
+    const hosts = (await exec('client', 'cat', '/etc/hosts')).stdout;
+    assert.match(hosts, /^127\.0\.0\.1\tlocalhost$/m);
+    assert.match(hosts, /^10\.123\.0\.\d+\tclient$/m);
+    assert.match(hosts, /^192\.0\.2\.7\tdb\.local$/m);
+    assert.match((await exec('client', 'cat', '/etc/resolv.conf')).stdout, /^nameserver 10\.123\.0\.1$/m);
+    assert.equal((await exec('client', 'cat', '/etc/hostname')).stdout.trim(), 'client');
+    assert.notEqual(
+      fs.readFileSync('/etc/hostname', 'utf8').trim(),
+      'client',
+      "the runner's own files are untouched",
+    );
+  });
+
+  test('a published port is reached from outside, from the host, and by hairpin', async () => {
+    const fromOutside = await b.exec(outside, 'curl', ['-s', '--max-time', '3', `http://${HOST_IP}:8080/`]);
+    assert.equal(fromOutside.stdout, 'hello from web\n');
+    const fromHost = await b.exec(host, 'curl', ['-s', '--max-time', '3', `http://${HOST_IP}:8080/`]);
+    assert.equal(fromHost.stdout, 'hello from web\n');
+    assert.equal(
+      (await fetch('client', `http://${HOST_IP}:8080/`)).stdout,
+      'hello from web\n',
+      'hairpin from a neighbour',
+    );
+    assert.equal(
+      (await fetch('web', `http://${HOST_IP}:8080/`)).stdout,
+      'hello from web\n',
+      'hairpin to itself',
+    );
+  });
+
+  test('outbound traffic is masqueraded behind the host address', async () => {
+    const r = await exec('client', 'busybox', 'nc', '-w', '3', OUTSIDE_IP, '8000');
+    assert.match(r.stdout, new RegExp(`peer=${HOST_IP.replaceAll('.', '\\.')}`));
+  });
+
+  test('isolation between networks, icc=false, and --internal', async () => {
+    await d.api.request('POST', '/v1/networks', { name: 'back', subnets: [{ subnet: '10.124.0.0/24' }] });
+    await run({ name: 'other', networks: ['back'], cmd: ['sleep', '600'] });
+    assert.notEqual(
+      (await exec('other', 'ping', '-c', '1', '-W', '1', '10.123.0.10')).code,
+      0,
+      'another network cannot reach web',
+    );
+
+    await d.api.request('POST', '/v1/networks', { name: 'quiet', options: { icc: 'false' } });
+    const q1 = await run({ name: 'q1', networks: ['quiet'], cmd: ['sleep', '600'] });
+    await run({ name: 'q2', networks: ['quiet'], cmd: ['sleep', '600'] });
+    const q1ip = q1.networks[0]!.addresses[0]!.split('/')[0]!;
+    assert.notEqual(
+      (await exec('q2', 'ping', '-c', '1', '-W', '1', q1ip)).code,
+      0,
+      'icc=false blocks neighbours',
+    );
+    assert.equal(
+      (await exec('q2', 'busybox', 'nc', '-w', '3', OUTSIDE_IP, '8000')).code,
+      0,
+      'but the way out stays open',
+    );
+
+    await d.api.request('POST', '/v1/networks', { name: 'sealed', internal: true });
+    await run({ name: 'sealed1', networks: ['sealed'], cmd: ['sleep', '600'] });
+    assert.notEqual(
+      (await exec('sealed1', 'busybox', 'nc', '-w', '2', OUTSIDE_IP, '8000')).code,
+      0,
+      'internal cannot leave',
+    );
+    const routes = (await exec('sealed1', 'ip', '-j', 'route')).stdout;
+    assert.ok(!routes.includes('"default"'), 'no default route on an internal network');
+  });
+
+  test('connect and disconnect a second network', async () => {
+    await d.cli(['network', 'connect', '--ip', '10.124.0.50', 'back', 'client']);
+    const c = await d.api.request<ContainerView>('GET', '/v1/containers/client');
+    assert.deepEqual(
+      c.networks.map((n) => [n.network, n.ifname]),
+      [
+        ['front', 'eth0'],
+        ['back', 'eth1'],
+      ],
+    );
+    assert.equal((await exec('client', 'ping', '-c', '1', '-W', '2', '10.124.0.1')).code, 0);
+    await d.cli(['network', 'disconnect', 'back', 'client']);
+    assert.match((await exec('client', 'ip', '-br', 'link')).stdout, /^eth0/m);
+    assert.doesNotMatch((await exec('client', 'ip', '-br', 'link')).stdout, /^eth1/m);
+  });
+
+  test('bad input: clear errors, exit codes, nothing changed', async () => {
+    const before = JSON.stringify(await d.api.request('GET', '/v1/networks'));
+    const links = host.h.links.list().length;
+    const cases: [string[], RegExp, number][] = [
+      [['network', 'create', '--subnet', '10.123.0.128/25', 'overlap'], /overlaps network front/, 4],
+      [['network', 'create', '--subnet', '10.200.0.0/24', '--gateway', '10.201.0.1', 'gw'], /gateway/, 2],
+      [['network', 'create', '--subnet', '10.200.0.5/24', 'hostbits'], /host bits/, 2],
+      [['network', 'create', 'front'], /already exists/, 4],
+      [
+        ['network', 'create', '-d', 'macvlan', '-o', 'parent=nope0', '--subnet', '192.0.2.0/24', 'mv'],
+        /nope0/,
+        3,
+      ],
+      [['network', 'rm', 'front'], /active endpoints/, 5],
+      [['network', 'rm', 'missing'], /not found/, 3],
+      [['run', '-d', '--network', 'missing', '--', 'sleep', '1'], /network "missing" not found/, 3],
+      [['run', '-d', '--name', 'web', '--', 'sleep', '1'], /already exists/, 4],
+      [['run', '-d', '-p', '8080:80', '--', 'sleep', '1'], /already published by container "web"/, 4],
+      [['run', '-d', '-p', '70000:80', '--', 'sleep', '1'], /out of range/, 2],
+      [['run', '-d', '--network', 'front', '--ip', '10.123.0.10', '--', 'sleep', '1'], /10\.123\.0\.10/, 4],
+      [['run', '-d', '--', 'no-such-command-xyz'], /no-such-command-xyz/, 3],
+    ];
+    for (const [args, re, code] of cases) {
+      const r = await d.cli(args);
+      assert.equal(r.code, code, `weft ${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, re, `weft ${args.join(' ')}`);
+    }
+    assert.equal(JSON.stringify(await d.api.request('GET', '/v1/networks')), before, 'networks unchanged');
+    assert.equal(host.h.links.list().length, links, 'no link left behind by failed requests');
+    await assert.rejects(d.api.request('POST', '/v1/networks', { name: 'x', subnets: 'nope' }), (e) =>
+      isWeftError(e),
+    );
+  });
+
+  test('a restarted daemon keeps containers reachable and their state', async () => {
+    await d.stop();
+    const fromOutside = await b.exec(outside, 'curl', ['-s', '--max-time', '3', `http://${HOST_IP}:8080/`]);
+    assert.equal(fromOutside.stdout, 'hello from web\n', 'traffic flows while the daemon is down');
+    d = await d.restart();
+    const ps = await d.api.request<ContainerView[]>('GET', '/v1/containers');
+    assert.equal(ps.find((c) => c.name === 'web')?.status, 'running');
+    assert.equal((await fetch('client', 'http://web/')).stdout, 'hello from web\n');
+    const again = await b.exec(outside, 'curl', ['-s', '--max-time', '3', `http://${HOST_IP}:8080/`]);
+    assert.equal(again.stdout, 'hello from web\n');
+  });
+
+  test('removing everything leaves no veth, bridge, namespace, rule or file behind', async () => {
+    await removeAllContainers(d);
+    for (const n of ['front', 'back', 'quiet', 'sealed']) {
+      const r = await d.cli(['network', 'rm', n]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const left = host.h.links.list().map((l) => l.name);
+    assert.deepEqual(
+      left.filter((n) => n.startsWith('veth') || n.startsWith('br-')),
+      [],
+    );
+    assert.deepEqual(fs.readdirSync(path.join(d.runDir, 'netns')), []);
+    assert.deepEqual(fs.readdirSync(path.join(d.runDir, 'containers')), []);
+    const rules = (await b.exec(host, 'nft', ['list', 'table', 'inet', 'weft'])).stdout;
+    assert.doesNotMatch(rules, /10\.12[34]\./, 'no rule of a removed network');
+  });
+});

@@ -1,0 +1,461 @@
+/**
+ * Applying the firewall for real: the host's side of ./render.ts and ./iptables.ts.
+ *
+ * `HostFirewall.apply(state)` validates first (planFirewall: bad input throws before anything
+ * changes), then, as one transaction (lib/rollback.ts):
+ *   1. sysctls   `requiredSysctls(state)` in the host namespace (forwarding, br_netfilter for
+ *                icc=false, route_localnet); a value that cannot be set fails the apply, a
+ *                changed one is restored when a later step fails
+ *   2. nftables  `renderTables(state)` as ONE `nft -f` batch (weft's `inet weft` table replaced
+ *                atomically); undone by re-applying the previous state's table (or removing it)
+ *   3. iptables  the coexistence piece (WEFT-FORWARD and its jump), per family: the current
+ *                filter table is read with `iptables-save -t filter` / `ip6tables-save -t filter`
+ *                run inside the host namespace, the difference rendered by renderIptables and
+ *                fed to `iptables-restore --noflush` / `ip6tables-restore --noflush` on stdin.
+ *                A family whose tools are missing is skipped (logged): with no iptables there is
+ *                no foreign FORWARD policy to coexist with.
+ * After a successful apply, the conntrack entries of port mappings that were in the previous
+ * state but are not in the new one are deleted (`conntrack -D`, inside the host namespace), so a
+ * removed published port stops answering at once (UDP "connections" and established TCP ones
+ * would otherwise keep their DNAT binding). Single ports and short ranges cost one `conntrack
+ * -D` per port; longer ranges one `conntrack -L` of the target address and one `-D` per port
+ * that really has entries. A failure here is logged, not thrown: the rules are in place.
+ *
+ * `remove()` removes weft's table and the iptables piece exactly (idempotent; it works from what
+ * the kernel holds, so it also cleans up after a previous process) and forgets the conntrack
+ * entries of the last applied state's ports. Sysctls are left as they are (forwarding may serve
+ * others); so is an iptables filter table that iptables-nft created to hold the jump.
+ *
+ * Calls are serialised: an apply or remove starts when the previous one has finished. The last
+ * applied state is kept in memory to diff against; after a restart the first apply has nothing
+ * to diff against and cleans no conntrack entries.
+ *
+ * Every process runs inside the host namespace (forked from a switched section) with a time
+ * limit, after which it is killed by pid.
+ */
+import type { ChildProcess } from 'node:child_process';
+import type { NetHandle } from '../../kernel/handle.js';
+import type { Netns } from '../../kernel/netns.js';
+import { Nft } from '../../kernel/nft.js';
+import { WeftError } from '../../lib/errors.js';
+import { type Family, formatIP, type IPAddr, ipEqual, tryParseIP } from '../../lib/ip.js';
+import { type Logger, nullLogger } from '../../lib/log.js';
+import { type Rollback, transaction } from '../../lib/rollback.js';
+import { type IptablesBatch, type IptablesSaved, renderIptables, renderIptablesRemoval } from './iptables.js';
+import { type Plan, type PlannedPort, planFirewall } from './plan.js';
+import { renderRemoval, renderTables, requiredSysctls, type Sysctl } from './render.js';
+import type { FirewallState } from './types.js';
+
+export type FirewallTool =
+  | 'iptables-save'
+  | 'ip6tables-save'
+  | 'iptables-restore'
+  | 'ip6tables-restore'
+  | 'conntrack';
+
+export interface HostFirewallOptions {
+  /** The host namespace's handle (root namespace in production, a lab host in tests). */
+  readonly host: NetHandle;
+  /** The nft runner (default: one for the host namespace). */
+  readonly nft?: Nft;
+  readonly log?: Logger;
+  /** Executables of the helper tools (default: the tool's name, found on PATH). */
+  readonly tools?: Partial<Record<FirewallTool, string>>;
+  /** Per-process time limit in ms (default 10 s). */
+  readonly timeoutMs?: number;
+}
+
+interface Applied {
+  readonly state: FirewallState;
+  readonly plan: Plan;
+}
+
+interface ToolResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+const EMPTY: FirewallState = { networks: [] };
+const OUTPUT_MAX = 64 << 20;
+/** Ranges up to this many ports are cleaned one `conntrack -D` per port; longer ones by listing. */
+const DIRECT_RANGE_MAX = 16;
+
+const FAMS = [
+  { family: 4, key: 'ipv4', save: 'iptables-save', restore: 'iptables-restore', ct: 'ipv4' },
+  { family: 6, key: 'ipv6', save: 'ip6tables-save', restore: 'ip6tables-restore', ct: 'ipv6' },
+] as const;
+const famOf = (f: Family) => FAMS[f === 4 ? 0 : 1];
+
+/** Identity of a planned port: a mapping that changes in any way is a removed one. */
+const portKey = (p: PlannedPort): string =>
+  [
+    p.family,
+    p.proto,
+    p.hostIp ? formatIP(p.hostIp) : '*',
+    p.hostStart,
+    p.hostEnd,
+    formatIP(p.target),
+    p.containerStart,
+    p.containerEnd,
+  ].join(' ');
+
+const portsOf = (plan: Plan | undefined): PlannedPort[] => plan?.networks.flatMap((n) => n.ports) ?? [];
+
+/** Ports of `prev` that `next` does not have (exactly). Pure. */
+export function removedPorts(prev: Plan | undefined, next: Plan | undefined): PlannedPort[] {
+  const keep = new Set(portsOf(next).map(portKey));
+  return portsOf(prev).filter((p) => !keep.has(portKey(p)));
+}
+
+/** One entry of `conntrack -L` output: the original and reply tuples. */
+export interface CtEntry {
+  readonly origSrc: string;
+  readonly origDst: string;
+  readonly origSport: number;
+  readonly origDport: number;
+  readonly replySrc: string;
+  readonly replySport: number;
+}
+
+/** Parse `conntrack -L` (default format) lines; lines without two port tuples are skipped. Pure. */
+export function parseConntrack(text: string): CtEntry[] {
+  const out: CtEntry[] = [];
+  for (const line of text.split('\n')) {
+    const src: string[] = [];
+    const dst: string[] = [];
+    const sport: number[] = [];
+    const dport: number[] = [];
+    for (const m of line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)) {
+      const v = m[2]!;
+      if (m[1] === 'src') src.push(v);
+      else if (m[1] === 'dst') dst.push(v);
+      else if (m[1] === 'sport') sport.push(Number(v));
+      else dport.push(Number(v));
+    }
+    if (src.length < 2 || dst.length < 1 || sport.length < 2 || dport.length < 1) continue;
+    out.push({
+      origSrc: src[0]!,
+      origDst: dst[0]!,
+      origSport: sport[0]!,
+      origDport: dport[0]!,
+      replySrc: src[1]!,
+      replySport: sport[1]!,
+    });
+  }
+  return out;
+}
+
+export class HostFirewall {
+  readonly #host: NetHandle;
+  readonly #nft: Nft;
+  readonly #log: Logger;
+  readonly #tools: Partial<Record<FirewallTool, string>>;
+  readonly #timeoutMs: number;
+  #last: Applied | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /** @throws WeftError INVALID for a timeout that is not a positive integer of ms. */
+  constructor(opts: HostFirewallOptions) {
+    this.#host = opts.host;
+    this.#nft = opts.nft ?? new Nft(opts.host.ns);
+    this.#log = (opts.log ?? nullLogger).child({ component: 'firewall' });
+    this.#tools = { ...opts.tools };
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    if (!Number.isInteger(this.#timeoutMs) || this.#timeoutMs <= 0) {
+      throw new WeftError(
+        'INVALID',
+        `firewall tool timeout must be a positive integer of ms, not ${opts.timeoutMs}`,
+      );
+    }
+  }
+
+  /** The last state applied successfully (undefined before the first apply and after remove). */
+  get applied(): FirewallState | undefined {
+    return this.#last?.state;
+  }
+
+  /**
+   * Make the host's firewall exactly what `state` says (see the note at the top). All or
+   * nothing: when a step fails, the earlier ones are undone and the error is rethrown.
+   * @throws WeftError INVALID, CONFLICT or UNSUPPORTED from validation (planFirewall), nothing changed.
+   * @throws WeftError from a required sysctl that cannot be set (NOT_FOUND: e.g. a bridge that
+   *   does not exist; PERMISSION; INVALID), its message naming the sysctl and why it is needed.
+   * @throws WeftError from nft (see Nft.apply): INVALID, UNSUPPORTED, PERMISSION, TIMEOUT, …
+   * @throws WeftError INTERNAL when iptables-save or iptables-restore fails, TIMEOUT when one
+   *   does not finish in time.
+   */
+  apply(state: FirewallState): Promise<void> {
+    return this.#serial(() => this.#apply(state));
+  }
+
+  /**
+   * Remove weft's nft table and the iptables piece exactly; idempotent.
+   * @throws WeftError from nft (see Nft.apply), INTERNAL/TIMEOUT from the iptables tools.
+   */
+  remove(): Promise<void> {
+    return this.#serial(() => this.#remove());
+  }
+
+  #serial(fn: () => Promise<void>): Promise<void> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #apply(state: FirewallState): Promise<void> {
+    // Everything that validates input comes before the first change.
+    const plan = planFirewall(state);
+    const tables = renderTables(state);
+    const sysctls = requiredSysctls(state);
+    const prev = this.#last;
+    await transaction(async (rb) => {
+      for (const s of sysctls) this.#ensureSysctl(s, rb);
+      await this.#nft.apply(tables);
+      rb.push('restore the previous nft table', () =>
+        this.#nft.apply(prev ? renderTables(prev.state) : renderRemoval()),
+      );
+      await this.#syncIptables(state, rb, prev?.state ?? EMPTY);
+    });
+    this.#last = { state, plan };
+    this.#log.info('firewall applied', {
+      networks: plan.networks.length,
+      ports: portsOf(plan).length,
+    });
+    await this.#forget(removedPorts(prev?.plan, plan));
+  }
+
+  async #remove(): Promise<void> {
+    await this.#nft.apply(renderRemoval());
+    const saved = await this.#saved();
+    await this.#restore(renderIptablesRemoval(saved));
+    const last = this.#last;
+    this.#last = undefined;
+    await this.#forget(portsOf(last?.plan));
+    this.#log.info('firewall removed');
+  }
+
+  #ensureSysctl(s: Sysctl, rb: Rollback): void {
+    const sc = this.#host.sysctl;
+    let before: string;
+    try {
+      before = sc.get(s.path);
+      if (before.trim() === s.value) return;
+      sc.set(s.path, s.value);
+    } catch (e) {
+      const code = e instanceof WeftError ? e.code : 'INTERNAL';
+      const why = e instanceof Error ? e.message : String(e);
+      throw new WeftError(
+        code,
+        `cannot set sysctl ${s.key}=${s.value} in ${this.#host.ns.path}, needed because ${s.why}: ${why}`,
+        { cause: e, details: { key: s.key, value: s.value } },
+      );
+    }
+    this.#log.debug('sysctl set', { key: s.key, value: s.value, was: before });
+    rb.push(`restore sysctl ${s.key}`, () => sc.set(s.path, before));
+  }
+
+  /** Bring the iptables piece to `state`; the undo brings it back to `prev`. */
+  async #syncIptables(state: FirewallState, rb: Rollback, prev: FirewallState): Promise<void> {
+    const batches = renderIptables(state, await this.#saved());
+    if (batches.length === 0) return;
+    rb.push('restore the previous iptables piece', async () => {
+      await this.#restore(renderIptables(prev, await this.#saved()));
+    });
+    await this.#restore(batches);
+  }
+
+  /** `iptables-save -t filter` per family, read inside the host namespace; undefined: tool missing. */
+  async #saved(): Promise<IptablesSaved> {
+    const out: { ipv4?: string; ipv6?: string } = {};
+    for (const f of FAMS) {
+      const r = await this.#run(f.save, ['-t', 'filter']);
+      if (r === undefined) {
+        this.#log.info(`${f.save} is not installed: IPv${f.family} iptables coexistence skipped`);
+        continue;
+      }
+      if (r.code !== 0) {
+        throw new WeftError(
+          'INTERNAL',
+          `${f.save} -t filter in ${this.#host.ns.path} failed: ${r.stderr.trim()}`,
+          {
+            details: { code: r.code, stderr: r.stderr },
+          },
+        );
+      }
+      out[f.key] = r.stdout;
+    }
+    return out;
+  }
+
+  async #restore(batches: readonly IptablesBatch[]): Promise<void> {
+    for (const b of batches) {
+      const tool = b.command;
+      const r = await this.#run(tool, b.args, b.text);
+      if (r === undefined) {
+        this.#log.info(`${tool} is not installed: IPv${b.family} iptables coexistence skipped`);
+        continue;
+      }
+      if (r.code !== 0) {
+        throw new WeftError(
+          'INTERNAL',
+          `${tool} ${b.args.join(' ')} in ${this.#host.ns.path} failed: ${r.stderr.trim()}`,
+          { details: { code: r.code, stderr: r.stderr, text: b.text } },
+        );
+      }
+    }
+  }
+
+  /** Delete the conntrack entries of `ports`; failures are logged (the rules are already right). */
+  async #forget(ports: readonly PlannedPort[]): Promise<void> {
+    for (const p of ports) {
+      try {
+        const n = await this.#forgetPort(p);
+        if (n === undefined) {
+          this.#log.info('conntrack is not installed: entries of removed published ports are kept');
+          return;
+        }
+      } catch (e) {
+        this.#log.warn('cannot delete conntrack entries of a removed published port', {
+          error: e,
+          proto: p.proto,
+          hostPort: p.hostStart,
+          target: formatIP(p.target),
+        });
+      }
+    }
+  }
+
+  /** Returns undefined when conntrack is missing. */
+  async #forgetPort(p: PlannedPort): Promise<number | undefined> {
+    const target = formatIP(p.target);
+    const base = ['-f', famOf(p.family).ct, '-p', p.proto, '--reply-src', target];
+    let hostPorts: number[];
+    if (p.hostEnd - p.hostStart < DIRECT_RANGE_MAX) {
+      hostPorts = [];
+      for (let h = p.hostStart; h <= p.hostEnd; h++) hostPorts.push(h);
+    } else {
+      const r = await this.#run('conntrack', ['-L', ...base]);
+      if (r === undefined) return undefined;
+      if (r.code !== 0 && !/0 flow entries/.test(r.stderr)) {
+        throw new WeftError('INTERNAL', `conntrack -L failed: ${r.stderr.trim()}`);
+      }
+      const seen = new Set<number>();
+      for (const e of parseConntrack(r.stdout)) {
+        if (e.origDport < p.hostStart || e.origDport > p.hostEnd) continue;
+        if (e.replySport !== p.containerStart + (e.origDport - p.hostStart)) continue;
+        if (p.hostIp && !sameIP(e.origDst, p.hostIp)) continue;
+        seen.add(e.origDport);
+      }
+      hostPorts = [...seen];
+    }
+    let deleted = 0;
+    for (const h of hostPorts) {
+      const args = [
+        '-D',
+        ...base,
+        '--orig-port-dst',
+        String(h),
+        '--reply-port-src',
+        String(p.containerStart + (h - p.hostStart)),
+        ...(p.hostIp ? ['--orig-dst', formatIP(p.hostIp)] : []),
+      ];
+      const r = await this.#run('conntrack', args);
+      if (r === undefined) return undefined;
+      // conntrack exits 1 when nothing matched: absence is fine.
+      const m = /(\d+) flow entries have been deleted/.exec(r.stderr);
+      if (r.code !== 0 && !(m && m[1] === '0')) {
+        throw new WeftError('INTERNAL', `conntrack ${args.join(' ')} failed: ${r.stderr.trim()}`);
+      }
+      deleted += m ? Number(m[1]) : 0;
+    }
+    if (deleted > 0) {
+      this.#log.debug('conntrack entries deleted', { proto: p.proto, hostPort: p.hostStart, deleted });
+    }
+    return deleted;
+  }
+
+  /** Run a tool inside the host namespace; undefined when it is not installed. */
+  #run(tool: FirewallTool, args: readonly string[], stdin?: string): Promise<ToolResult | undefined> {
+    return runIn(this.#host.ns, this.#tools[tool] ?? tool, args, stdin, this.#timeoutMs);
+  }
+}
+
+function sameIP(text: string, ip: IPAddr): boolean {
+  const x = tryParseIP(text);
+  return x !== undefined && ipEqual(x, ip);
+}
+
+/**
+ * Run `bin` inside `ns` with `stdin` (or nothing) on its standard input and a time limit.
+ * Resolves undefined when the executable does not exist.
+ * @throws WeftError TIMEOUT (the process was killed), INTERNAL (cannot start it, too much output).
+ */
+function runIn(
+  ns: Netns,
+  bin: string,
+  args: readonly string[],
+  stdin: string | undefined,
+  timeoutMs: number,
+): Promise<ToolResult | undefined> {
+  return new Promise((resolve, reject) => {
+    let child: ChildProcess;
+    try {
+      child = ns.spawn(bin, args, {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...process.env, LC_ALL: 'C' },
+      });
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let size = 0;
+    let failure: WeftError | undefined;
+    const what = `${bin} ${args.join(' ')} in ${ns.path}`;
+    const kill = (): void => {
+      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(child.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    };
+    const collect = (into: Buffer[]) => (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > OUTPUT_MAX) {
+        failure ??= new WeftError('INTERNAL', `${what}: more than ${OUTPUT_MAX} bytes of output`);
+        kill();
+        return;
+      }
+      into.push(chunk);
+    };
+    const timer = setTimeout(() => {
+      failure ??= new WeftError('TIMEOUT', `${what}: no answer in ${timeoutMs} ms`);
+      kill();
+    }, timeoutMs);
+    child.stdout?.on('data', collect(out));
+    child.stderr?.on('data', collect(err));
+    child.stdin?.on('error', () => {
+      // exited before reading everything: its stderr and exit code say why
+    });
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (e.code === 'ENOENT') resolve(undefined);
+      else reject(new WeftError('INTERNAL', `cannot run ${bin}: ${e.message}`, { cause: e }));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (failure) reject(failure);
+      else
+        resolve({
+          code,
+          stdout: Buffer.concat(out).toString('utf8'),
+          stderr: Buffer.concat(err).toString('utf8'),
+        });
+    });
+    child.stdin?.end(stdin ?? '');
+  });
+}
