@@ -291,7 +291,7 @@ export class HostService {
       const c = canonicalSubnet({ subnet: picked });
       subnets.unshift({ subnet: formatIPNet(c.subnet), gateway: formatIP(c.gateway) });
     }
-    const rec = this.#record({
+    let rec = this.#record({
       id,
       name: req.name,
       driver,
@@ -301,7 +301,9 @@ export class HostService {
       internal: req.internal ?? false,
       icc: bool('icc', true),
       masquerade: bool('masquerade', true),
-      dns: req.dns,
+      // The DNS server listens on the gateway, which must be a local address: not so for macvlan
+      // (the gateway is a router on the parent's L2) nor for a bridge with an uplink.
+      dns: req.dns && driver === 'bridge' && opts.uplink === undefined,
       options: opts,
       builtin: req.builtin,
     });
@@ -313,6 +315,12 @@ export class HostService {
       const drv = this.#driver(driver);
       await drv.createNetwork(this.#spec(rec));
       rb.push('delete network', () => drv.deleteNetwork(this.#spec(rec)));
+      // What a driver must get back after a restart (the bridge's uplink record) is persisted.
+      const uplink = (drv as { uplinkRecord?: (id: string) => unknown }).uplinkRecord?.(rec.id);
+      if (uplink !== undefined) {
+        rec = { ...rec, driverState: { uplink } };
+        st.putNetwork(rec);
+      }
       await this.#applyFirewall();
       await this.#applyDns();
     });

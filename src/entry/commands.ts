@@ -329,8 +329,14 @@ export function addCommands(program: Command): void {
       if (c.status !== 'running' || c.pid === undefined) {
         throw new WeftError('CONFLICT', `container "${name}" is not running`);
       }
-      const ns = c.netnsMode === 'host' ? ['--uts', '--mount'] : ['--net', '--uts', '--mount'];
-      const child = spawn('nsenter', ['--target', String(c.pid), ...ns, '--', ...argv], { stdio: 'inherit' });
+      // --net also for host-mode containers: their namespace is the daemon's host, which need not be ours.
+      const child = spawn(
+        'nsenter',
+        ['--target', String(c.pid), '--net', '--uts', '--mount', '--', ...argv],
+        {
+          stdio: 'inherit',
+        },
+      );
       const code = await new Promise<number>((r) => child.on('exit', (c2, sig) => r(c2 ?? (sig ? 128 : 1))));
       process.exitCode = code;
     });

@@ -15,6 +15,7 @@ import { openHandle } from '../kernel/handle.js';
 import { formatIP, type IPAddr } from '../lib/ip.js';
 import { createLogger, type Level, type Logger } from '../lib/log.js';
 import { BridgeDriver } from '../net/bridge/driver.js';
+import type { UplinkRecord } from '../net/bridge/uplink.js';
 import { parseResolvConf, renderHostname, renderHosts, renderResolvConf } from '../net/dns/files.js';
 import { DnsServer } from '../net/dns/server.js';
 import { HostFirewall } from '../net/firewall/apply.js';
@@ -111,7 +112,16 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
     host,
     state,
     drivers: {
-      bridge: new BridgeDriver({ host: h }),
+      bridge: new BridgeDriver({
+        host: h,
+        // What `-o uplink` moved, handed back so that removing the network restores it exactly.
+        uplinks: Object.fromEntries(
+          state.networks().flatMap((n) => {
+            const u = (n.driverState as { uplink?: UplinkRecord } | undefined)?.uplink;
+            return u ? [[n.id, u]] : [];
+          }),
+        ),
+      }),
       macvlan: new MacvlanDriver({ host: h }),
       host: new HostDriver({ host: h }),
       none: new NoneDriver({ host: h }),
