@@ -9,9 +9,9 @@
  * typed error carrying its message, line and column. Every run has a timeout, after which the
  * process is killed by pid.
  */
-import type { ChildProcess } from 'node:child_process';
 import { WeftError } from '../lib/errors.js';
 import type { Netns } from './netns.js';
+import { runTool, type ToolResult } from './run.js';
 
 export type NftFamily = 'ip' | 'ip6' | 'inet' | 'arp' | 'bridge' | 'netdev';
 export const NFT_FAMILIES: readonly NftFamily[] = ['ip', 'ip6', 'inet', 'arp', 'bridge', 'netdev'];
@@ -37,13 +37,6 @@ export interface NftOptions {
   readonly timeoutMs?: number;
 }
 
-interface RunResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-const OUTPUT_MAX = 64 << 20;
 const WORD_RE = /^[A-Za-z0-9_.-]{1,255}$/;
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,254}$/;
 
@@ -175,76 +168,9 @@ export class Nft {
   }
 
   /** Run nft inside the namespace with a time limit; the process is killed by pid after it. */
-  #run(args: readonly string[], stdin?: string): Promise<RunResult> {
-    return new Promise((resolve, reject) => {
-      let child: ChildProcess;
-      try {
-        child = this.ns.spawn(this.#bin, args, {
-          stdio: ['pipe', 'pipe', 'pipe'],
-          env: { ...process.env, LC_ALL: 'C' },
-        });
-      } catch (e) {
-        reject(e);
-        return;
-      }
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      let size = 0;
-      let failure: WeftError | undefined;
-      const kill = (): void => {
-        if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-          try {
-            process.kill(child.pid, 'SIGKILL');
-          } catch {
-            // already gone
-          }
-        }
-      };
-      const collect = (into: Buffer[]) => (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > OUTPUT_MAX) {
-          failure ??= new WeftError(
-            'INTERNAL',
-            `nft ${args.join(' ')}: more than ${OUTPUT_MAX} bytes of output`,
-          );
-          kill();
-          return;
-        }
-        into.push(chunk);
-      };
-      const timer = setTimeout(() => {
-        failure ??= new WeftError(
-          'TIMEOUT',
-          `nft ${args.join(' ')} in ${this.ns.path}: no answer in ${this.#timeoutMs} ms`,
-        );
-        kill();
-      }, this.#timeoutMs);
-      child.stdout?.on('data', collect(out));
-      child.stderr?.on('data', collect(err));
-      child.stdin?.on('error', () => {
-        // nft exited before reading everything: its stderr says why.
-      });
-      child.on('error', (e: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(
-          e.code === 'ENOENT'
-            ? new WeftError('UNSUPPORTED', `${this.#bin} is not installed (apt-get install nftables)`, {
-                cause: e,
-              })
-            : new WeftError('INTERNAL', `cannot run ${this.#bin}: ${e.message}`, { cause: e }),
-        );
-      });
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        if (failure) reject(failure);
-        else
-          resolve({
-            code,
-            stdout: Buffer.concat(out).toString('utf8'),
-            stderr: Buffer.concat(err).toString('utf8'),
-          });
-      });
-      if (child.stdin) child.stdin.end(stdin ?? '');
-    });
+  async #run(args: readonly string[], stdin?: string): Promise<ToolResult> {
+    const r = await runTool(this.ns, this.#bin, args, stdin, this.#timeoutMs);
+    if (!r) throw new WeftError('UNSUPPORTED', `${this.#bin} is not installed (apt-get install nftables)`);
+    return r;
   }
 }

@@ -33,10 +33,9 @@
  * Every process runs inside the host namespace (forked from a switched section) with a time
  * limit, after which it is killed by pid.
  */
-import type { ChildProcess } from 'node:child_process';
 import type { NetHandle } from '../../kernel/handle.js';
-import type { Netns } from '../../kernel/netns.js';
 import { Nft } from '../../kernel/nft.js';
+import { runTool, type ToolResult } from '../../kernel/run.js';
 import { WeftError } from '../../lib/errors.js';
 import { type Family, formatIP, type IPAddr, ipEqual, tryParseIP } from '../../lib/ip.js';
 import { type Logger, nullLogger } from '../../lib/log.js';
@@ -70,14 +69,7 @@ interface Applied {
   readonly plan: Plan;
 }
 
-interface ToolResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 const EMPTY: FirewallState = { networks: [] };
-const OUTPUT_MAX = 64 << 20;
 /** Ranges up to this many ports are cleaned one `conntrack -D` per port; longer ones by listing. */
 const DIRECT_RANGE_MAX = 16;
 
@@ -377,85 +369,11 @@ export class HostFirewall {
 
   /** Run a tool inside the host namespace; undefined when it is not installed. */
   #run(tool: FirewallTool, args: readonly string[], stdin?: string): Promise<ToolResult | undefined> {
-    return runIn(this.#host.ns, this.#tools[tool] ?? tool, args, stdin, this.#timeoutMs);
+    return runTool(this.#host.ns, this.#tools[tool] ?? tool, args, stdin, this.#timeoutMs);
   }
 }
 
 function sameIP(text: string, ip: IPAddr): boolean {
   const x = tryParseIP(text);
   return x !== undefined && ipEqual(x, ip);
-}
-
-/**
- * Run `bin` inside `ns` with `stdin` (or nothing) on its standard input and a time limit.
- * Resolves undefined when the executable does not exist.
- * @throws WeftError TIMEOUT (the process was killed), INTERNAL (cannot start it, too much output).
- */
-function runIn(
-  ns: Netns,
-  bin: string,
-  args: readonly string[],
-  stdin: string | undefined,
-  timeoutMs: number,
-): Promise<ToolResult | undefined> {
-  return new Promise((resolve, reject) => {
-    let child: ChildProcess;
-    try {
-      child = ns.spawn(bin, args, {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: { ...process.env, LC_ALL: 'C' },
-      });
-    } catch (e) {
-      reject(e);
-      return;
-    }
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let size = 0;
-    let failure: WeftError | undefined;
-    const what = `${bin} ${args.join(' ')} in ${ns.path}`;
-    const kill = (): void => {
-      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-        try {
-          process.kill(child.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    };
-    const collect = (into: Buffer[]) => (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > OUTPUT_MAX) {
-        failure ??= new WeftError('INTERNAL', `${what}: more than ${OUTPUT_MAX} bytes of output`);
-        kill();
-        return;
-      }
-      into.push(chunk);
-    };
-    const timer = setTimeout(() => {
-      failure ??= new WeftError('TIMEOUT', `${what}: no answer in ${timeoutMs} ms`);
-      kill();
-    }, timeoutMs);
-    child.stdout?.on('data', collect(out));
-    child.stderr?.on('data', collect(err));
-    child.stdin?.on('error', () => {
-      // exited before reading everything: its stderr and exit code say why
-    });
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      if (e.code === 'ENOENT') resolve(undefined);
-      else reject(new WeftError('INTERNAL', `cannot run ${bin}: ${e.message}`, { cause: e }));
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (failure) reject(failure);
-      else
-        resolve({
-          code,
-          stdout: Buffer.concat(out).toString('utf8'),
-          stderr: Buffer.concat(err).toString('utf8'),
-        });
-    });
-    child.stdin?.end(stdin ?? '');
-  });
 }
