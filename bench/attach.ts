@@ -1,0 +1,318 @@
+/**
+ * Attach/detach benchmark: 200 sandboxes created, attached to one bridge network with one
+ * published port each, then removed, through weft's daemon API and through the reference CNI
+ * plugins (bridge + host-local with ipMasq, chained with portmap), side by side in one run.
+ *
+ * Reference: a "host" namespace; per sandbox the benchmark pins a container namespace, then runs
+ * the conflist as a runtime does (ADD: bridge, then portmap with prevResult = bridge's result;
+ * DEL: portmap, then bridge), each plugin spawned inside the host namespace. Attach = namespace
+ * create + ADD chain; detach = DEL chain + namespace removal.
+ * weft: a daemon inside a second "host" namespace; attach = POST /v1/containers (which also
+ * creates the namespace and starts the sandbox's process, `sleep 3600`), detach = DELETE ?force=1.
+ * The daemon's VmRSS is read when it is ready and again with all 200 sandboxes up.
+ *
+ * Everything is removed at the end, also on failure: containers through the API, then the
+ * daemon (by pid), leftover sandbox processes (found by their namespace), namespace pins, temp dirs.
+ * Needs Debian's containernetworking-plugins (/usr/lib/cni).
+ * Usage: node --import tsx bench/attach.ts [--json] [--count N] [--daemon-log FILE]
+ *   --daemon-log FILE: run the daemon at debug level and copy its log to FILE (to see where its
+ *   time goes).
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ApiClient } from '../src/entry/client.js';
+import { openHandle } from '../src/kernel/handle.js';
+import { Netns } from '../src/kernel/netns.js';
+
+const countArg = process.argv.indexOf('--count');
+const COUNT = countArg > 0 ? Number(process.argv[countArg + 1]) : 200;
+const PORT_BASE = 10000;
+const REF_SUBNET = '10.201.0.0/24';
+const WEFT_SUBNET = '10.202.0.0/24';
+const DEFAULT_SUBNET = '10.203.0.0/24';
+const CNI_PATH = '/usr/lib/cni';
+const CLI = new URL('../src/entry/cli.ts', import.meta.url).pathname;
+const json = process.argv.includes('--json');
+const logArg = process.argv.indexOf('--daemon-log');
+/** Keep the daemon's log (at debug level) in this file, to see where its time goes. */
+const DAEMON_LOG = logArg > 0 ? process.argv[logArg + 1] : undefined;
+const id = randomBytes(3).toString('hex');
+const log = (s: string) => {
+  if (!json) process.stderr.write(`${s}\n`);
+};
+
+interface Side {
+  attach: number[];
+  detach: number[];
+  attachTotalMs: number;
+  detachTotalMs: number;
+}
+interface Result {
+  count: number;
+  weft: Side;
+  reference: Side;
+  daemonRssKiB: number;
+  daemonIdleRssKiB: number;
+}
+
+const made: Netns[] = [];
+function mkns(label: string): Netns {
+  const ns = Netns.create(`/run/netns/wb-${id}-${label}`);
+  made.push(ns);
+  openHandle(ns).links.setUp('lo');
+  return ns;
+}
+
+/** Run one CNI plugin inside `host`, stdin the config; resolves to its parsed stdout. */
+function plugin(host: Netns, type: string, env: Record<string, string>, conf: unknown): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const child = host.spawn(path.join(CNI_PATH, type), [], {
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout?.on('data', (c: Buffer) => out.push(c));
+    child.stderr?.on('data', (c: Buffer) => err.push(c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const text = Buffer.concat(out).toString('utf8');
+      if (code !== 0) {
+        reject(new Error(`${type} ${env.CNI_COMMAND} exited ${code}: ${text} ${Buffer.concat(err)}`));
+        return;
+      }
+      resolve(text.trim() ? JSON.parse(text) : undefined);
+    });
+    child.stdin?.end(JSON.stringify(conf));
+  });
+}
+
+async function reference_(tmp: string): Promise<Side> {
+  const host = mkns('rhost');
+  const base = { cniVersion: '1.0.0', name: 'benchnet' };
+  const bridge = {
+    ...base,
+    type: 'bridge',
+    bridge: 'cni0',
+    isGateway: true,
+    ipMasq: true,
+    ipam: { type: 'host-local', ranges: [[{ subnet: REF_SUBNET }]], dataDir: path.join(tmp, 'ipam') },
+  };
+  const portmap = { ...base, type: 'portmap', capabilities: { portMappings: true }, snat: true };
+  const env = (cmd: string, i: number, netns: string) => ({
+    CNI_COMMAND: cmd,
+    CNI_CONTAINERID: `wb${id}c${i}`,
+    CNI_NETNS: netns,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH,
+  });
+  const pm = (i: number) => ({
+    runtimeConfig: { portMappings: [{ hostPort: PORT_BASE + i, containerPort: 80, protocol: 'tcp' }] },
+  });
+  const side: Side = { attach: [], detach: [], attachTotalMs: 0, detachTotalMs: 0 };
+  const conts: Netns[] = [];
+  const pinOf = (i: number) => `/run/netns/wb-${id}-rc${i}`;
+  try {
+    let t0 = performance.now();
+    for (let i = 0; i < COUNT; i++) {
+      const t = performance.now();
+      const c = Netns.create(pinOf(i));
+      conts.push(c);
+      const prev = await plugin(host, 'bridge', env('ADD', i, c.path), bridge);
+      await plugin(host, 'portmap', env('ADD', i, c.path), { ...portmap, ...pm(i), prevResult: prev });
+      side.attach.push(performance.now() - t);
+      if ((i + 1) % 50 === 0) log(`  reference: ${i + 1} attached`);
+    }
+    side.attachTotalMs = performance.now() - t0;
+    t0 = performance.now();
+    for (let i = 0; i < COUNT; i++) {
+      const t = performance.now();
+      const c = conts[i]!;
+      await plugin(host, 'portmap', env('DEL', i, c.path), { ...portmap, ...pm(i) });
+      await plugin(host, 'bridge', env('DEL', i, c.path), bridge);
+      c.delete();
+      side.detach.push(performance.now() - t);
+      if ((i + 1) % 50 === 0) log(`  reference: ${i + 1} detached`);
+    }
+    side.detachTotalMs = performance.now() - t0;
+    return side;
+  } finally {
+    for (const c of conts) c.delete();
+    for (let i = 0; i < COUNT; i++) Netns.remove(pinOf(i));
+  }
+}
+
+function vmRssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+/** Pids whose network namespace is one of the pins under `dir` (the sandbox processes). */
+function pidsInPins(dir: string): number[] {
+  let pins: string[];
+  try {
+    pins = fs.readdirSync(dir).map((f) => path.join(dir, f));
+  } catch {
+    return [];
+  }
+  const inodes = new Set<number>();
+  for (const p of pins) {
+    try {
+      inodes.add(fs.statSync(p).ino);
+    } catch {}
+  }
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (inodes.has(fs.statSync(`/proc/${e}/ns/net`).ino)) out.push(Number(e));
+    } catch {}
+  }
+  return out;
+}
+
+async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: number }> {
+  const host = mkns('whost');
+  const runDir = path.join(tmp, 'run');
+  const socket = path.join(runDir, 'weft.sock');
+  const logFile = path.join(tmp, 'daemon.log');
+  const fd = fs.openSync(logFile, 'a');
+  const args = [
+    '--import',
+    'tsx',
+    CLI,
+    'daemon',
+    '--state-dir',
+    path.join(tmp, 'state'),
+    '--run-dir',
+    runDir,
+  ];
+  args.push('--socket', socket, '--default-subnet', DEFAULT_SUBNET, '--upstream', '127.0.0.1');
+  if (DAEMON_LOG) args.push('--log-level', 'debug');
+  let child: ChildProcess | undefined = host.spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  const api = new ApiClient(socket, 60_000);
+  const side: Side = { attach: [], detach: [], attachTotalMs: 0, detachTotalMs: 0 };
+  const up = new Set<string>();
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`daemon exited:\n${fs.readFileSync(logFile, 'utf8')}`);
+      try {
+        await api.request('GET', '/readyz');
+        break;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`daemon not ready:\n${fs.readFileSync(logFile, 'utf8')}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const idleRss = vmRssKiB(child.pid!);
+    await api.request('POST', '/v1/networks', { name: 'bench', subnets: [{ subnet: WEFT_SUBNET }] });
+    let t0 = performance.now();
+    for (let i = 0; i < COUNT; i++) {
+      const t = performance.now();
+      await api.request('POST', '/v1/containers', {
+        name: `s${i}`,
+        cmd: ['sleep', '3600'],
+        networks: ['bench'],
+        ports: [`${PORT_BASE + i}:80`],
+      });
+      side.attach.push(performance.now() - t);
+      up.add(`s${i}`);
+      if ((i + 1) % 50 === 0) log(`  weft: ${i + 1} attached`);
+    }
+    side.attachTotalMs = performance.now() - t0;
+    const rss = vmRssKiB(child.pid!);
+    t0 = performance.now();
+    for (let i = 0; i < COUNT; i++) {
+      const t = performance.now();
+      await api.request('DELETE', `/v1/containers/s${i}?force=1`);
+      side.detach.push(performance.now() - t);
+      up.delete(`s${i}`);
+      if ((i + 1) % 50 === 0) log(`  weft: ${i + 1} detached`);
+    }
+    side.detachTotalMs = performance.now() - t0;
+    await api.request('DELETE', '/v1/networks/bench');
+    return { side, rss, idleRss };
+  } finally {
+    // Containers first (their processes outlive the daemon), then the daemon, then leftovers.
+    try {
+      const list = await api.request<{ name: string }[]>('GET', '/v1/containers');
+      for (const c of list) await api.request('DELETE', `/v1/containers/${c.name}?force=1`).catch(() => {});
+    } catch {}
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child?.once('exit', r));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child?.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(t);
+    }
+    child = undefined;
+    if (DAEMON_LOG) fs.copyFileSync(logFile, DAEMON_LOG);
+    const pinDir = path.join(runDir, 'netns');
+    for (const pid of pidsInPins(pinDir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    try {
+      for (const f of fs.readdirSync(pinDir)) Netns.remove(path.join(pinDir, f));
+    } catch {}
+  }
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
+}
+
+async function main(): Promise<Result> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `wb-${id}-`));
+  try {
+    log(`reference CNI plugins: ${COUNT} sandboxes on ${REF_SUBNET}`);
+    const reference = await reference_(tmp);
+    log(`weft daemon: ${COUNT} sandboxes on ${WEFT_SUBNET}`);
+    const w = await weft(tmp);
+    return { count: COUNT, weft: w.side, reference, daemonRssKiB: w.rss, daemonIdleRssKiB: w.idleRss };
+  } finally {
+    for (const ns of made.reverse()) ns.delete();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const r = await main();
+if (json) {
+  const sum = (s: Side) => ({
+    attachP50Ms: pct(s.attach, 50),
+    attachP95Ms: pct(s.attach, 95),
+    detachP50Ms: pct(s.detach, 50),
+    detachP95Ms: pct(s.detach, 95),
+    attachTotalMs: s.attachTotalMs,
+    detachTotalMs: s.detachTotalMs,
+  });
+  process.stdout.write(
+    `${JSON.stringify({ count: r.count, weft: sum(r.weft), reference: sum(r.reference), daemonRssKiB: r.daemonRssKiB, daemonIdleRssKiB: r.daemonIdleRssKiB })}\n`,
+  );
+} else {
+  const f = (n: number) => n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0);
+  console.log(`${r.count} sandboxes, one published port each, sequential:\n`);
+  console.log('| measure | weft | reference CNI | reference / weft |');
+  console.log('| --- | ---: | ---: | ---: |');
+  const row = (label: string, w: number, ref: number) =>
+    console.log(`| ${label} | ${f(w)} | ${f(ref)} | ${(ref / w).toFixed(1)}× |`);
+  row('attach p50 ms', pct(r.weft.attach, 50), pct(r.reference.attach, 50));
+  row('attach p95 ms', pct(r.weft.attach, 95), pct(r.reference.attach, 95));
+  row('detach p50 ms', pct(r.weft.detach, 50), pct(r.reference.detach, 50));
+  row('detach p95 ms', pct(r.weft.detach, 95), pct(r.reference.detach, 95));
+  row(`attach total ms (${r.count})`, r.weft.attachTotalMs, r.reference.attachTotalMs);
+  row(`detach total ms (${r.count})`, r.weft.detachTotalMs, r.reference.detachTotalMs);
+  const mib = (k: number) => (k / 1024).toFixed(1);
+  console.log(
+    `\nweft daemon VmRSS: ${mib(r.daemonRssKiB)} MiB with ${r.count} sandboxes up (${mib(r.daemonIdleRssKiB)} MiB when ready, before any)`,
+  );
+}
