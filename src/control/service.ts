@@ -32,7 +32,8 @@ import type { EndpointRecord, HostState, NetworkRecord, PortRecord, SandboxRecor
 // ---- ports to the layers below (implemented over net/ in the daemon's composition root) ------
 
 export interface FirewallPort {
-  apply(state: FirewallState): Promise<void>;
+  /** `repair`: also re-check what is normally only touched when networks change. */
+  apply(state: FirewallState, opts?: { repair?: boolean }): Promise<void>;
   remove(): Promise<void>;
 }
 
@@ -196,7 +197,7 @@ export class HostService {
             await this.#driver(n.driver).createEndpoint(this.#spec(n), this.#epSpec(e));
         }
       }
-      await this.#applyFirewall();
+      await this.#applyFirewall({ repair: true });
       await this.#applyDns();
       this.#log.info('host state reconciled', {
         networks: st.networks().length,
@@ -789,8 +790,8 @@ export class HostService {
     await this.#applyDns();
   }
 
-  async #applyFirewall(): Promise<void> {
-    await this.#d.firewall.apply(this.#firewallState());
+  async #applyFirewall(opts: { repair?: boolean } = {}): Promise<void> {
+    await this.#d.firewall.apply(this.#firewallState(), opts);
   }
 
   async #applyDns(): Promise<void> {

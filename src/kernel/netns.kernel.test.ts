@@ -117,7 +117,7 @@ describe('network namespace handles', needsRoot, () => {
     const child = a.ns.run(() => spawn('ip', ['-br', 'link', 'show', 'onlyhere0']));
     const out: Buffer[] = [];
     child.stdout?.on('data', (d: Buffer) => out.push(d));
-    const code = await new Promise((r) => child.on('exit', r));
+    const code = await new Promise((r) => child.on('close', r)); // close: after stdout is drained
     assert.equal(code, 0);
     assert.match(Buffer.concat(out).toString(), /^onlyhere0/);
   });

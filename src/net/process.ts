@@ -270,6 +270,35 @@ function preludeOutcome(child: ChildProcess): Promise<Outcome> {
   });
 }
 
+/** True while `pid` still runs the prelude (`/bin/sh -c PRELUDE weft-init …`), i.e. before its exec. */
+function inPrelude(pid: number): boolean {
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv[0] === '/bin/sh' && argv[1] === '-c' && argv[3] === 'weft-init';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * After the prelude said it is about to exec: resolve as soon as the exec happened (the
+ * process's argv is no longer the prelude's), or with the exit when the exec failed, polling
+ * every 2 ms for at most `ms`. The usual case returns in a few ms instead of waiting `ms`.
+ */
+async function waitExecOrExit(
+  child: ChildProcess,
+  pid: number | undefined,
+  ms: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const exited = await waitChildExit(child, 2);
+    if (exited) return exited;
+    if (pid !== undefined && !inPrelude(pid)) return undefined;
+  }
+  return undefined;
+}
+
 function waitChildExit(
   child: ChildProcess,
   ms: number,
@@ -430,7 +459,7 @@ export async function startProcess(spec: ProcessSpec): Promise<ProcessRef> {
     case 'ready':
       break;
   }
-  const early = await waitChildExit(child, EXEC_GRACE_MS);
+  const early = await waitExecOrExit(child, pid, EXEC_GRACE_MS);
   if (early && (early.code === 126 || early.code === 127)) return fail(exitFailure(early.code, early.signal));
   if (pid === undefined || startTime === undefined) {
     return fail(

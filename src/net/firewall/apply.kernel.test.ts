@@ -189,7 +189,7 @@ describe('HostFirewall', needsRoot, () => {
     // its traffic flowing; a re-apply keeps it first and single.
     for (const cmd of ['iptables', 'ip6tables']) await b.exec(host, cmd, ['-P', 'FORWARD', 'DROP']);
     await b.exec(host, 'iptables', ['-I', 'FORWARD', '1', '-i', 'foreign0', '-j', 'ACCEPT']);
-    await fw.apply(state);
+    await fw.apply(state, { repair: true });
     for (const saved of await iptablesSaved(b, host)) {
       const lines = saved.split('\n');
       assert.ok(lines.some((l) => l.startsWith(':FORWARD DROP')));

@@ -176,9 +176,12 @@ export class HostFirewall {
    * @throws WeftError from nft (see Nft.apply): INVALID, UNSUPPORTED, PERMISSION, TIMEOUT, …
    * @throws WeftError INTERNAL when iptables-save or iptables-restore fails, TIMEOUT when one
    *   does not finish in time.
+   *
+   * The iptables piece is re-synced only when the set of bridges changed, or with `repair`
+   * (start-up, periodic resync): a foreign rule inserted before weft's jump is then undone.
    */
-  apply(state: FirewallState): Promise<void> {
-    return this.#serial(() => this.#apply(state));
+  apply(state: FirewallState, opts: { repair?: boolean } = {}): Promise<void> {
+    return this.#serial(() => this.#apply(state, opts.repair === true));
   }
 
   /**
@@ -195,7 +198,7 @@ export class HostFirewall {
     return run;
   }
 
-  async #apply(state: FirewallState): Promise<void> {
+  async #apply(state: FirewallState, repair: boolean): Promise<void> {
     // Everything that validates input comes before the first change.
     const plan = planFirewall(state);
     const tables = renderTables(state);
@@ -207,7 +210,11 @@ export class HostFirewall {
       rb.push('restore the previous nft table', () =>
         this.#nft.apply(prev ? renderTables(prev.state) : renderRemoval()),
       );
-      await this.#syncIptables(state, rb, prev?.state ?? EMPTY);
+      // The iptables piece depends only on the set of bridges: a container coming or going
+      // leaves it as it is, which saves four process spawns (~35 ms) per attach and detach.
+      if (repair || !prev || bridgesKey(prev.state) !== bridgesKey(state)) {
+        await this.#syncIptables(state, rb, prev?.state ?? EMPTY);
+      }
     });
     this.#last = { state, plan };
     this.#log.info('firewall applied', {
@@ -372,6 +379,12 @@ export class HostFirewall {
     return runTool(this.#host.ns, this.#tools[tool] ?? tool, args, stdin, this.#timeoutMs);
   }
 }
+
+const bridgesKey = (s: FirewallState): string =>
+  s.networks
+    .map((n) => n.bridge)
+    .sort()
+    .join(' ');
 
 function sameIP(text: string, ip: IPAddr): boolean {
   const x = tryParseIP(text);
