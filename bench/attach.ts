@@ -35,6 +35,9 @@ const WEFT_SUBNET = '10.202.0.0/24';
 const DEFAULT_SUBNET = '10.203.0.0/24';
 const CNI_PATH = '/usr/lib/cni';
 const CLI = new URL('../src/entry/cli.ts', import.meta.url).pathname;
+// The daemon as installed runs the compiled build (bin/weft.js → dist/); use it when built, so
+// memory and latency are what a user gets, not what the TypeScript loader adds.
+const BUILT = new URL('../dist/entry/cli.js', import.meta.url).pathname;
 const json = process.argv.includes('--json');
 const logArg = process.argv.indexOf('--daemon-log');
 /** Keep the daemon's log (at debug level) in this file, to see where its time goes. */
@@ -183,9 +186,7 @@ async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: nu
   const logFile = path.join(tmp, 'daemon.log');
   const fd = fs.openSync(logFile, 'a');
   const args = [
-    '--import',
-    'tsx',
-    CLI,
+    ...(fs.existsSync(BUILT) ? [BUILT] : ['--import', 'tsx', CLI]),
     'daemon',
     '--state-dir',
     path.join(tmp, 'state'),
