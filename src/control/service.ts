@@ -14,7 +14,6 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openHandle } from '../kernel/handle.js';
 import type { Netns } from '../kernel/netns.js';
 import { conflict, invalid, notFound, WeftError } from '../lib/errors.js';
 import { formatIP, formatIPNet, type IPAddr, parseCidr, parseIP, parseIPNet } from '../lib/ip.js';
@@ -23,6 +22,7 @@ import { checkIfName, checkObjectName } from '../lib/names.js';
 import { type Rollback, transaction } from '../lib/rollback.js';
 import type { EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../net/driver.js';
 import type { FirewallState, NetworkFw, PortMapping } from '../net/firewall/types.js';
+import { routedPrefixes } from '../net/routed.js';
 import { createSandbox, openSandbox, removeSandbox } from '../net/sandbox.js';
 import type { Host } from './host.js';
 import { allocate, canonicalSubnet, checkSubnetFree, type Pool, pickSubnet, release } from './ipam/index.js';
@@ -285,9 +285,7 @@ export class HostService {
     if (!subnets.some((s) => !s.subnet.includes(':'))) {
       if (driver === 'macvlan')
         throw invalid("a macvlan network needs an IPv4 --subnet (the parent network's)");
-      const routes = openHandle(this.#d.host.ns)
-        .routes.list({ family: 4, table: 'all' })
-        .flatMap((r) => (r.dst ? [r.dst] : []));
+      const routes = routedPrefixes(this.#d.host.ns, 4);
       const picked = pickSubnet({ family: 4, inUse, avoid: routes });
       const c = canonicalSubnet({ subnet: picked });
       subnets.unshift({ subnet: formatIPNet(c.subnet), gateway: formatIP(c.gateway) });

@@ -17,6 +17,14 @@ export const MTU_MAX = 65535;
 export function validateNetwork(net: NetworkSpec): void {
   if (net.id.length === 0) throw invalid('network id must not be empty');
   checkIfName(net.bridge, 'bridge name');
+  validateMtuAndSubnets(net);
+}
+
+/**
+ * The checks every L2 driver (bridge, macvlan) makes of a network: MTU in range, subnets in
+ * canonical form with their gateway inside. Throws INVALID naming the problem. Changes nothing.
+ */
+export function validateMtuAndSubnets(net: NetworkSpec): void {
   if (!Number.isInteger(net.mtu) || net.mtu < MTU_MIN || net.mtu > MTU_MAX) {
     throw invalid(`network ${net.name}: MTU ${net.mtu} is out of range (${MTU_MIN}-${MTU_MAX})`, {
       mtu: net.mtu,

@@ -27,7 +27,7 @@ import { checkIfName } from '../../lib/names.js';
 import { transaction } from '../../lib/rollback.js';
 import type { MacvlanMode } from '../../netlink/link.js';
 import { tempIfName } from '../bridge/endpoint.js';
-import { MTU_MAX, MTU_MIN, subnetFor } from '../bridge/setup.js';
+import { subnetFor, validateMtuAndSubnets } from '../bridge/setup.js';
 import type { EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../driver.js';
 
 /** The macvlan modes a network may ask for (`source` needs a MAC list weft does not manage). */
@@ -46,23 +46,7 @@ export interface MacvlanOptions {
  */
 export function parseMacvlanNetwork(net: NetworkSpec): MacvlanOptions {
   if (net.id.length === 0) throw invalid('network id must not be empty');
-  if (!Number.isInteger(net.mtu) || net.mtu < MTU_MIN || net.mtu > MTU_MAX) {
-    throw invalid(`network ${net.name}: MTU ${net.mtu} is out of range (${MTU_MIN}-${MTU_MAX})`, {
-      mtu: net.mtu,
-    });
-  }
-  for (const s of net.subnets) {
-    const sub = formatIPNet(s.subnet);
-    if (!ipEqual(networkOf(s.subnet).ip, s.subnet.ip)) {
-      throw invalid(`network ${net.name}: subnet ${sub} has host bits set`, { subnet: sub });
-    }
-    if (!containsIP(s.subnet, s.gateway)) {
-      throw invalid(`network ${net.name}: gateway ${formatIP(s.gateway)} is outside subnet ${sub}`, {
-        subnet: sub,
-        gateway: formatIP(s.gateway),
-      });
-    }
-  }
+  validateMtuAndSubnets(net);
   const parent = net.options.parent;
   if (parent === undefined || parent === '') {
     throw invalid(`macvlan network ${net.name} needs a parent interface: -o parent=IFACE`, {
