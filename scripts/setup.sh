@@ -18,6 +18,8 @@ declare -A pkgs=(
   [ip]=iproute2 [bridge]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack
   [ping]=iputils-ping [iperf3]=iperf3 [socat]=socat [busybox]=busybox-static [nc]=netcat-openbsd
   [tcpdump]=tcpdump [curl]=curl [nsenter]=util-linux [unshare]=util-linux
+  # better-sqlite3 is compiled at npm install time (node-gyp)
+  [g++]=g++ [make]=make [python3]=python3
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do
@@ -35,6 +37,10 @@ fi
 # npm packages (exactly the lock file's), then the build.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm packages"
+  # Build native addons against the installed Node's headers, never downloaded ones (offline).
+  if [ -z "$(npm config get nodedir 2>/dev/null | grep -v '^undefined$')" ] && [ -f /usr/include/node/node_version.h ]; then
+    export npm_config_nodedir=/usr
+  fi
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
