@@ -57,8 +57,19 @@ const code = await new Promise((resolve) => child.on('exit', (c, s) => resolve(c
 // ---- leftover check --------------------------------------------------------------------------
 const marker = `wt-${run}`;
 const leftovers = [];
-const nsLeft = fs.existsSync(netnsDir) ? fs.readdirSync(netnsDir).filter((n) => n.startsWith(marker)) : [];
+// Anywhere in the name: labs made by tests are weft-<lab>-<role> with the marker in <lab>.
+const nsLeft = fs.existsSync(netnsDir) ? fs.readdirSync(netnsDir).filter((n) => n.includes(marker)) : [];
 if (nsLeft.length) leftovers.push(`namespaces: ${nsLeft.join(' ')}`);
+// Labs' state and run folders (/var/lib/weft/lab/<lab>, /run/weft/lab/<lab>).
+const labDirs = ['/var/lib/weft/lab', '/run/weft/lab'].flatMap((d) =>
+  fs.existsSync(d)
+    ? fs
+        .readdirSync(d)
+        .filter((n) => n.includes(marker))
+        .map((n) => path.join(d, n))
+    : [],
+);
+if (labDirs.length) leftovers.push(`lab folders: ${labDirs.join(' ')}`);
 const mounts = fs
   .readFileSync('/proc/self/mountinfo', 'utf8')
   .split('\n')
@@ -90,11 +101,18 @@ if (leftovers.length) {
       process.kill(Number(p.split(' ')[0]), 'SIGKILL');
     } catch {}
   }
+  for (const m of mounts) {
+    const target = m.split(' ')[4];
+    try {
+      if (target) execFileSync('umount', ['-l', target]);
+    } catch {}
+  }
   for (const n of nsLeft) {
     try {
       execFileSync('ip', ['netns', 'delete', n]);
     } catch {}
   }
+  for (const d of labDirs) fs.rmSync(d, { recursive: true, force: true });
   process.exit(1);
 }
 console.error(

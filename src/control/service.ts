@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Netns } from '../kernel/netns.js';
 import { conflict, invalid, notFound, WeftError } from '../lib/errors.js';
-import { formatIP, formatIPNet, type IPAddr, parseCidr, parseIP, parseIPNet } from '../lib/ip.js';
+import { formatIP, formatIPNet, type IPAddr, networkOf, parseCidr, parseIP, parseIPNet } from '../lib/ip.js';
 import { type Logger, nullLogger } from '../lib/log.js';
 import { checkIfName, checkObjectName } from '../lib/names.js';
 import { type Rollback, transaction } from '../lib/rollback.js';
@@ -83,7 +83,21 @@ export interface ServiceDeps {
   readonly processes: ProcessPort;
   readonly log?: Logger;
   /** Name and bridge device of the default network (Docker: bridge / docker0). */
-  readonly defaultNetwork?: { name: string; bridge: string; subnet?: string; mtu?: number };
+  readonly defaultNetwork?: DefaultNetwork;
+}
+
+/**
+ * The default network. On an overlay host its subnet is the host's lease, its MTU the
+ * backend's, its outbound NAT `--ip-masq`, and `cluster` the cluster network (never NATed to,
+ * allowed in).
+ */
+export interface DefaultNetwork {
+  readonly name: string;
+  readonly bridge: string;
+  readonly subnet?: string;
+  readonly mtu?: number;
+  readonly masquerade?: boolean;
+  readonly cluster?: string;
 }
 
 // ---- requests -------------------------------------------------------------------------------
@@ -137,16 +151,19 @@ export interface ContainerView extends SandboxRecord {
 }
 
 const BUILTIN_DRIVERS = new Set(['host', 'none']);
+const networkOfCidr = (s: string) => networkOf(parseIPNet(s));
 const newId = () => randomBytes(6).toString('hex');
 
 export class HostService {
   readonly #d: ServiceDeps;
   readonly #log: Logger;
   #queue: Promise<unknown> = Promise.resolve();
+  #def: DefaultNetwork;
 
   constructor(deps: ServiceDeps) {
     this.#d = deps;
     this.#log = deps.log ?? nullLogger;
+    this.#def = deps.defaultNetwork ?? { name: 'bridge', bridge: 'weft0' };
   }
 
   /** Serialise a mutation behind the previous ones. */
@@ -162,17 +179,7 @@ export class HostService {
   start(): Promise<void> {
     return this.#serial(async () => {
       const st = this.#d.state;
-      const def = this.#d.defaultNetwork ?? { name: 'bridge', bridge: 'weft0' };
-      if (!st.network(def.name)) {
-        await this.#createNetworkNow({
-          name: def.name,
-          driver: 'bridge',
-          ...(def.subnet !== undefined && { subnets: [{ subnet: def.subnet }] }),
-          options: { 'bridge-name': def.bridge, ...(def.mtu !== undefined && { mtu: String(def.mtu) }) },
-          builtin: true,
-          dns: false,
-        });
-      }
+      await this.#ensureDefaultNetwork();
       for (const name of ['host', 'none']) {
         if (!st.network(name)) {
           st.putNetwork(
@@ -203,6 +210,73 @@ export class HostService {
         networks: st.networks().length,
         containers: st.sandboxes().length,
       });
+    });
+  }
+
+  /**
+   * Create the default network, or bring an existing one to what the daemon was started with
+   * (an overlay host's lease may give it another subnet or MTU than last time). A network with
+   * endpoints keeps its subnet (their addresses are in it) and the mismatch is logged.
+   */
+  async #ensureDefaultNetwork(): Promise<void> {
+    const st = this.#d.state;
+    const def = this.#def;
+    let n = st.network(def.name);
+    if (n) {
+      const subnetDiffers =
+        def.subnet !== undefined && n.subnets[0]?.subnet !== formatIPNet(networkOfCidr(def.subnet));
+      const mtuDiffers = def.mtu !== undefined && n.mtu !== def.mtu;
+      if (subnetDiffers || mtuDiffers) {
+        const eps = st.endpoints({ networkId: n.id });
+        if (eps.length > 0) {
+          this.#log.warn(
+            'the default network does not match the host’s lease but has containers; kept as it is',
+            {
+              network: n.name,
+              has: n.subnets[0]?.subnet,
+              want: def.subnet,
+              containers: eps.length,
+            },
+          );
+        } else {
+          this.#log.info('default network re-created for the lease', {
+            from: n.subnets[0]?.subnet,
+            to: def.subnet,
+          });
+          await this.#driver(n.driver).deleteNetwork(this.#spec(n));
+          const old = n;
+          st.tx(() => {
+            st.deleteNetwork(old.id);
+            for (const s of old.subnets) st.dropPool(poolId(old, s.subnet));
+          });
+          n = undefined;
+        }
+      }
+    }
+    if (!n) {
+      await this.#createNetworkNow({
+        name: def.name,
+        driver: 'bridge',
+        ...(def.subnet !== undefined && { subnets: [{ subnet: formatIPNet(networkOfCidr(def.subnet)) }] }),
+        options: {
+          'bridge-name': def.bridge,
+          ...(def.mtu !== undefined && { mtu: String(def.mtu) }),
+          ...(def.masquerade !== undefined && { masquerade: String(def.masquerade) }),
+        },
+        builtin: true,
+        dns: false,
+      });
+    } else if (def.masquerade !== undefined && n.masquerade !== def.masquerade) {
+      st.putNetwork({ ...n, masquerade: def.masquerade });
+    }
+  }
+
+  /** An overlay host's lease changed subnet: re-plumb the default network (see above). */
+  reconfigureDefault(change: { subnet: string; mtu: number }): Promise<void> {
+    return this.#serial(async () => {
+      this.#def = { ...this.#def, ...change };
+      await this.#ensureDefaultNetwork();
+      await this.#applyFirewall();
     });
   }
 
@@ -264,6 +338,9 @@ export class HostService {
     const inUse = st
       .networks()
       .flatMap((n) => n.subnets.map((s) => ({ name: n.name, subnet: parseCidr(s.subnet) })));
+    if (this.#def.cluster !== undefined && !req.builtin) {
+      inUse.push({ name: `the cluster network ${this.#def.cluster}`, subnet: parseCidr(this.#def.cluster) });
+    }
     const given = req.subnets ?? [];
     const subnets: { subnet: string; gateway: string; ipRange?: string }[] = [];
     for (const s of given) {
@@ -570,7 +647,7 @@ export class HostService {
   // ---- helpers ------------------------------------------------------------------------------
 
   #defaultName(): string {
-    return (this.#d.defaultNetwork ?? { name: 'bridge' }).name;
+    return this.#def.name;
   }
 
   #driver(name: string): NetworkDriver & { readonly sharesHostNetns?: boolean } {
@@ -762,6 +839,12 @@ export class HostService {
         masquerade: n.masquerade,
         internal: n.internal,
         icc: n.icc,
+        ...(n.builtin &&
+          n.name === this.#def.name &&
+          this.#def.cluster !== undefined && {
+            cluster: [parseCidr(this.#def.cluster)],
+            ...(n.subnets[0] && { clusterSource: parseIP(n.subnets[0].gateway) }),
+          }),
         endpoints: st.endpoints({ networkId: n.id }).map((e) => {
           const s = sandboxes.get(e.sandboxId);
           // Ports are published on the container's first network (eth0), as Docker does.

@@ -10,6 +10,8 @@
  *   GET    /v1/containers                    POST /v1/containers          {name, cmd, networks, ports, …}
  *   GET    /v1/containers/:name              DELETE /v1/containers/:name?force=1
  *   POST   /v1/containers/:name/stop         GET /v1/containers/:name/logs?tail=N
+ *   GET    /v1/cluster                       POST /v1/cluster/leave        (overlay hosts)
+ *   POST   /v1/cluster/resync
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -23,13 +25,29 @@ const MAX_BODY = 1 << 20;
 type Handler = (p: Record<string, string>, body: unknown, q: URLSearchParams) => Promise<unknown> | unknown;
 
 export interface ApiOptions {
-  readonly service: HostService;
+  /** The host service; undefined while the daemon is still starting (waiting for its lease). */
+  readonly service: HostService | (() => HostService | undefined);
+  /** What the daemon is doing while it starts, for the UNAVAILABLE answers. */
+  readonly starting?: () => string;
   readonly log: Logger;
   readonly ready: () => boolean;
+  /** The overlay side (daemons started with --store). */
+  readonly cluster?: () => ClusterApi | undefined;
+}
+
+export interface ClusterApi {
+  view(): unknown;
+  leave(): Promise<void>;
+  resync(): Promise<void>;
 }
 
 export function createApiServer(opts: ApiOptions): http.Server {
-  const s = opts.service;
+  const svc = (): HostService => {
+    const x = typeof opts.service === 'function' ? opts.service() : opts.service;
+    if (!x)
+      throw new WeftError('UNAVAILABLE', `the daemon is starting: ${opts.starting?.() ?? 'not ready yet'}`);
+    return x;
+  };
   const routes: [string, RegExp, Handler][] = [];
   const route = (method: string, pattern: string, h: Handler) => {
     const re = new RegExp(`^${pattern.replace(/:(\w+)/g, '(?<$1>[^/]+)')}$`);
@@ -37,32 +55,48 @@ export function createApiServer(opts: ApiOptions): http.Server {
   };
   route('GET', '/healthz', () => ({ ok: true }));
   route('GET', '/readyz', () => {
-    if (!opts.ready()) throw new WeftError('UNAVAILABLE', 'the daemon is starting');
+    if (!opts.ready())
+      throw new WeftError('UNAVAILABLE', `the daemon is starting: ${opts.starting?.() ?? 'not ready yet'}`);
     return { ready: true };
   });
-  route('GET', '/v1/networks', () => s.networks());
-  route('POST', '/v1/networks', (_p, b) => s.createNetwork(object<CreateNetworkRequest>(b)));
-  route('GET', '/v1/networks/:name', (p) => s.network(p.name!));
+  const cluster = (): ClusterApi => {
+    const c = opts.cluster?.();
+    if (!c)
+      throw new WeftError('NOT_FOUND', 'this daemon is not part of a cluster (started without --store)');
+    return c;
+  };
+  route('GET', '/v1/cluster', () => cluster().view());
+  route('POST', '/v1/cluster/leave', async () => {
+    await cluster().leave();
+    return { left: true };
+  });
+  route('POST', '/v1/cluster/resync', async () => {
+    await cluster().resync();
+    return { resynced: true };
+  });
+  route('GET', '/v1/networks', () => svc().networks());
+  route('POST', '/v1/networks', (_p, b) => svc().createNetwork(object<CreateNetworkRequest>(b)));
+  route('GET', '/v1/networks/:name', (p) => svc().network(p.name!));
   route('DELETE', '/v1/networks/:name', async (p) => {
-    await s.removeNetwork(p.name!);
+    await svc().removeNetwork(p.name!);
     return { removed: p.name };
   });
   route('POST', '/v1/networks/:name/connect', (p, b) =>
-    s.connect({ ...object<Omit<ConnectRequest, 'network'>>(b), network: p.name! }),
+    svc().connect({ ...object<Omit<ConnectRequest, 'network'>>(b), network: p.name! }),
   );
   route('POST', '/v1/networks/:name/disconnect', (p, b) =>
-    s.disconnect({ container: object<{ container: string }>(b).container, network: p.name! }),
+    svc().disconnect({ container: object<{ container: string }>(b).container, network: p.name! }),
   );
-  route('GET', '/v1/containers', () => s.containers());
-  route('POST', '/v1/containers', (_p, b) => s.run(object<RunRequest>(b)));
-  route('GET', '/v1/containers/:name', (p) => s.container(p.name!));
+  route('GET', '/v1/containers', () => svc().containers());
+  route('POST', '/v1/containers', (_p, b) => svc().run(object<RunRequest>(b)));
+  route('GET', '/v1/containers/:name', (p) => svc().container(p.name!));
   route('DELETE', '/v1/containers/:name', async (p, _b, q) => {
-    await s.remove(p.name!, { force: q.get('force') === '1' || q.get('force') === 'true' });
+    await svc().remove(p.name!, { force: q.get('force') === '1' || q.get('force') === 'true' });
     return { removed: p.name };
   });
-  route('POST', '/v1/containers/:name/stop', (p) => s.stop(p.name!));
+  route('POST', '/v1/containers/:name/stop', (p) => svc().stop(p.name!));
   route('GET', '/v1/containers/:name/logs', (p, _b, q) => {
-    const file = s.logPath(p.name!);
+    const file = svc().logPath(p.name!);
     const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
     const tail = q.get('tail');
     if (tail === null) return { log: text };
@@ -129,7 +163,9 @@ export function createApiServer(opts: ApiOptions): http.Server {
           );
         } catch (e) {
           const { status, body } = errorBody(e);
-          if (status >= 500) opts.log.error('api request failed', { path: url.pathname, error: e });
+          // 503 (starting, store unreachable) is expected while polling: not an error to log.
+          if (status >= 500 && status !== 503)
+            opts.log.error('api request failed', { path: url.pathname, error: e });
           send(status, body);
         }
       })();

@@ -6,8 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { asWeftError } from '../lib/errors.js';
+import { addClusterCommands } from './cluster-commands.js';
 import { addCommands } from './commands.js';
 import { exitStatus } from './edge.js';
+import { addLabCommands } from './lab/commands.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -52,6 +54,8 @@ export function buildCli(): Command {
     });
 
   addCommands(program);
+  addClusterCommands(program);
+  addLabCommands(program);
   return program;
 }
 

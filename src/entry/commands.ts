@@ -56,6 +56,12 @@ function env(list: string[] = []): Record<string, string> {
   return e;
 }
 
+export function positiveInt(v: string, what: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1) throw invalid(`${what} must be a positive integer, not "${v}"`);
+  return n;
+}
+
 export function addCommands(program: Command): void {
   program.option('--socket <path>', 'the daemon API socket (default $WEFT_SOCKET or /run/weft/weft.sock)');
 
@@ -71,6 +77,22 @@ export function addCommands(program: Command): void {
       'resolver for names weft does not know (repeatable; default /etc/resolv.conf)',
       collect,
     )
+    .option('--name <name>', 'this host’s name in logs and the lab (default: the hostname)')
+    .option('--store <spec>', 'join a cluster: embedded:/path/store.db or etcd://host:2379[,host:2379]')
+    .option('--prefix <key>', 'key prefix in the store (flannel’s is /coreos.com/network)', '/weft/network')
+    .option('--iface <name>', 'interface that carries the overlay (default: the default route’s)')
+    .option('--public-ip <ip>', 'this host’s underlay address (default: the interface’s first IPv4)')
+    .option('--ip-masq', 'masquerade traffic that leaves the cluster network')
+    .option('--subnet-file <path>', 'where to write subnet.env (default <run-dir>/subnet.env)')
+    .option('--lease-ttl <seconds>', 'lease time to live', (v) => positiveInt(v, '--lease-ttl'))
+    .option(
+      '--resync-period <seconds>',
+      'how often the kernel is checked against the leases (default 10)',
+      (v) => positiveInt(v, '--resync-period'),
+    )
+    .option('--etcd-cafile <path>', 'TLS CA for etcd')
+    .option('--etcd-certfile <path>', 'TLS client certificate for etcd')
+    .option('--etcd-keyfile <path>', 'TLS client key for etcd')
     .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(['debug', 'info', 'warn', 'error'])
@@ -85,6 +107,18 @@ export function addCommands(program: Command): void {
           defaultSubnet?: string;
           upstream?: string[];
           logLevel: Level;
+          name?: string;
+          store?: string;
+          prefix: string;
+          iface?: string;
+          publicIp?: string;
+          ipMasq?: boolean;
+          subnetFile?: string;
+          leaseTtl?: number;
+          resyncPeriod?: number;
+          etcdCafile?: string;
+          etcdCertfile?: string;
+          etcdKeyfile?: string;
         },
         cmd: Command,
       ) => {
@@ -98,6 +132,16 @@ export function addCommands(program: Command): void {
           ...(o.defaultSubnet !== undefined && { defaultSubnet: o.defaultSubnet }),
           defaultBridge: o.defaultBridge,
           logLevel: o.logLevel,
+          ...(o.name !== undefined && { name: o.name }),
+          ...(o.store !== undefined && { store: o.store, prefix: o.prefix, ipMasq: o.ipMasq === true }),
+          ...(o.iface !== undefined && { iface: o.iface }),
+          ...(o.publicIp !== undefined && { publicIp: o.publicIp }),
+          ...(o.subnetFile !== undefined && { subnetFile: o.subnetFile }),
+          ...(o.leaseTtl !== undefined && { leaseTtlSeconds: o.leaseTtl }),
+          ...(o.resyncPeriod !== undefined && { resyncMs: o.resyncPeriod * 1000 }),
+          ...(o.etcdCafile !== undefined && { etcdCaFile: o.etcdCafile }),
+          ...(o.etcdCertfile !== undefined && { etcdCertFile: o.etcdCertfile }),
+          ...(o.etcdKeyfile !== undefined && { etcdKeyFile: o.etcdKeyfile }),
         });
       },
     );

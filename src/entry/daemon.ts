@@ -4,16 +4,34 @@
  * them to the host service, reconciles, and serves the API on the unix socket until SIGTERM or
  * SIGINT. Stopping closes the socket, the DNS server and the state; it does not touch running
  * sandboxes, their interfaces or the firewall (a restarted daemon picks them up).
+ *
+ * With `--store` the host is part of a cluster (flannel's design): before anything else the
+ * cluster agent waits for the configuration, has the backend prepare, and acquires the lease;
+ * the default network then takes the leased subnet, the backend's MTU, `--ip-masq` and the
+ * cluster network; the agent runs the backend and follows the peers' leases. The API socket
+ * opens once the lease is held; /readyz answers 200 once the backend runs too. The backends are chosen
+ * here, from an explicit table, never by import side effects.
  */
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
 import * as path from 'node:path';
+import { ClusterAgent } from '../control/cluster.js';
 import { type HostOptions, localHost } from '../control/host.js';
+import { DEFAULT_PREFIX } from '../control/leases/config.js';
+import { DEFAULT_TTL_SECONDS } from '../control/leases/manager.js';
 import { type DnsPort, HostService, type ProcessPort } from '../control/service.js';
 import { HostState } from '../control/state.js';
+import { openRegistry, parseStoreSpec } from '../control/store/index.js';
+import type { Registry } from '../control/store/types.js';
 import { openHandle } from '../kernel/handle.js';
-import { formatIP, type IPAddr } from '../lib/ip.js';
+import { WeftError } from '../lib/errors.js';
+import { formatIP, formatIPNet, type IPAddr } from '../lib/ip.js';
 import { createLogger, type Level, type Logger } from '../lib/log.js';
+import { hostGwBackend } from '../net/backends/hostgw/hostgw.js';
+import type { BackendFactory, BackendType } from '../net/backends/types.js';
+import { udpBackend } from '../net/backends/udp/udp.js';
+import { findUnderlay } from '../net/backends/underlay.js';
+import { vxlanBackend } from '../net/backends/vxlan/vxlan.js';
 import { BridgeDriver } from '../net/bridge/driver.js';
 import type { UplinkRecord } from '../net/bridge/uplink.js';
 import { parseResolvConf, renderHostname, renderHosts, renderResolvConf } from '../net/dns/files.js';
@@ -31,7 +49,32 @@ export interface DaemonOptions extends HostOptions {
   upstreams?: string[];
   defaultBridge?: string;
   defaultSubnet?: string;
+  /** Join a cluster: `embedded:/path/store.db` or `etcd://host:2379,…`. */
+  store?: string;
+  /** Key prefix in the store (default /weft/network; flannel's is /coreos.com/network). */
+  prefix?: string;
+  /** The interface that carries the overlay (default: the default route's). */
+  iface?: string;
+  /** This host's underlay address (default: the interface's first IPv4 address). */
+  publicIp?: string;
+  /** Masquerade traffic leaving the cluster network (flannel's --ip-masq). */
+  ipMasq?: boolean;
+  /** Where subnet.env is written (default <runDir>/subnet.env). */
+  subnetFile?: string;
+  leaseTtlSeconds?: number;
+  /** Period of the backend's resync against the leases (default 10 s). */
+  resyncMs?: number;
+  etcdCaFile?: string;
+  etcdCertFile?: string;
+  etcdKeyFile?: string;
 }
+
+/** The backends this build has: the explicit registry ARCHITECTURE.md asks for. */
+export const BACKENDS: Readonly<Record<BackendType, BackendFactory>> = {
+  vxlan: vxlanBackend,
+  'host-gw': hostGwBackend,
+  udp: udpBackend,
+};
 
 /** Keeps one DNS server whose listeners follow the networks that have DNS. */
 class DnsManager implements DnsPort {
@@ -100,45 +143,35 @@ export interface RunningDaemon {
   close(): Promise<void>;
 }
 
-/** Start the daemon; resolves once the API socket listens and the state is reconciled. */
-export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaemon> {
+/**
+ * Start the daemon; resolves once the API socket listens, the cluster (with --store) is joined
+ * and the state is reconciled. The socket opens first: until the daemon is ready every call but
+ * /healthz answers UNAVAILABLE saying what it waits for. `signal` aborts a start that waits
+ * (for the store or the cluster configuration).
+ */
+export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal): Promise<RunningDaemon> {
   const host = localHost(opts);
   const log = createLogger({ level: opts.logLevel ?? 'info', fields: { host: host.name } });
   fs.mkdirSync(host.runDir, { recursive: true, mode: 0o755 });
-  const state = HostState.open(host.stateDir);
   const h = openHandle(host.ns);
-  const dns = new DnsManager(opts.upstreams ?? hostUpstreams(), log.child({ component: 'dns' }));
-  const service = new HostService({
-    host,
-    state,
-    drivers: {
-      bridge: new BridgeDriver({
-        host: h,
-        // What `-o uplink` moved, handed back so that removing the network restores it exactly.
-        uplinks: Object.fromEntries(
-          state.networks().flatMap((n) => {
-            const u = (n.driverState as { uplink?: UplinkRecord } | undefined)?.uplink;
-            return u ? [[n.id, u]] : [];
-          }),
-        ),
-      }),
-      macvlan: new MacvlanDriver({ host: h }),
-      host: new HostDriver({ host: h }),
-      none: new NoneDriver({ host: h }),
-    },
-    firewall: new HostFirewall({ host: h, log: log.child({ component: 'firewall' }) }),
-    dns,
-    processes,
-    log,
-    defaultNetwork: {
-      name: 'bridge',
-      bridge: opts.defaultBridge ?? 'weft0',
-      ...(opts.defaultSubnet !== undefined && { subnet: opts.defaultSubnet }),
-    },
-  });
+
   let ready = false;
-  const server = createApiServer({ service, log: log.child({ component: 'api' }), ready: () => ready });
-  // The socket: a stale one from a crashed daemon is replaced; a live daemon is a conflict.
+  let phase = 'opening the API';
+  let service: HostService | undefined;
+  let cluster: ClusterAgent | undefined;
+  const server = createApiServer({
+    service: () => service,
+    starting: () => phase,
+    log: log.child({ component: 'api' }),
+    ready: () => ready,
+    ...(opts.store !== undefined && {
+      cluster: () => {
+        if (!cluster) throw new WeftError('UNAVAILABLE', `the daemon is starting: ${phase}`);
+        return cluster;
+      },
+    }),
+  });
+  // The socket: a stale one from a crashed daemon is replaced.
   fs.mkdirSync(path.dirname(host.socketPath), { recursive: true });
   if (fs.existsSync(host.socketPath)) fs.rmSync(host.socketPath);
   await new Promise<void>((resolve, reject) => {
@@ -146,25 +179,123 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
     server.listen(host.socketPath, () => resolve());
   });
   fs.chmodSync(host.socketPath, 0o660);
+
+  let registry: Registry | undefined;
+  let state: HostState | undefined;
+  let dns: DnsManager | undefined;
   try {
-    await service.start();
+    // The cluster first: the default network depends on the lease.
+    if (opts.store !== undefined) {
+      const spec = parseStoreSpec(opts.store);
+      const underlay = findUnderlay(h, {
+        ...(opts.iface !== undefined && { iface: opts.iface }),
+        ...(opts.publicIp !== undefined && { publicIp: opts.publicIp }),
+      });
+      registry = await openRegistry(spec, {
+        ...(opts.etcdCaFile !== undefined && { caFile: opts.etcdCaFile }),
+        ...(opts.etcdCertFile !== undefined && { certFile: opts.etcdCertFile }),
+        ...(opts.etcdKeyFile !== undefined && { keyFile: opts.etcdKeyFile }),
+      });
+      const clog = log.child({ component: 'cluster' });
+      phase = `joining the cluster (store ${registry.address})`;
+      clog.info('joining the cluster', {
+        store: registry.address,
+        iface: underlay.iface.name,
+        publicIp: formatIP(underlay.publicIp),
+      });
+      cluster = await ClusterAgent.join(
+        {
+          registry,
+          prefix: opts.prefix ?? DEFAULT_PREFIX,
+          publicIp: underlay.publicIp,
+          makeBackend: (cfg, network) =>
+            BACKENDS[cfg.type](cfg, {
+              host: h,
+              network,
+              publicIp: underlay.publicIp,
+              iface: underlay.iface,
+              log: clog.child({ backend: cfg.type }),
+            }),
+          subnetEnvPath: opts.subnetFile ?? path.join(host.runDir, 'subnet.env'),
+          ipMasq: opts.ipMasq ?? false,
+          ttlSeconds: opts.leaseTtlSeconds ?? DEFAULT_TTL_SECONDS,
+          ...(opts.resyncMs !== undefined && { resyncMs: opts.resyncMs }),
+          log: clog,
+          onSubnetChange: async (lease, mtu) =>
+            service?.reconfigureDefault({ subnet: formatIPNet(lease.subnet), mtu }),
+        },
+        signal,
+      );
+    }
+
+    phase = 'reconciling the host state';
+    const st = HostState.open(host.stateDir);
+    state = st;
+    dns = new DnsManager(opts.upstreams ?? hostUpstreams(), log.child({ component: 'dns' }));
+    const svc = new HostService({
+      host,
+      state: st,
+      drivers: {
+        bridge: new BridgeDriver({
+          host: h,
+          // What `-o uplink` moved, handed back so that removing the network restores it exactly.
+          uplinks: Object.fromEntries(
+            st.networks().flatMap((n) => {
+              const u = (n.driverState as { uplink?: UplinkRecord } | undefined)?.uplink;
+              return u ? [[n.id, u]] : [];
+            }),
+          ),
+        }),
+        macvlan: new MacvlanDriver({ host: h }),
+        host: new HostDriver({ host: h }),
+        none: new NoneDriver({ host: h }),
+      },
+      firewall: new HostFirewall({ host: h, log: log.child({ component: 'firewall' }) }),
+      dns,
+      processes,
+      log,
+      defaultNetwork: {
+        name: 'bridge',
+        bridge: opts.defaultBridge ?? 'weft0',
+        ...(opts.defaultSubnet !== undefined && { subnet: opts.defaultSubnet }),
+        ...(cluster && {
+          subnet: formatIPNet(cluster.lease.subnet),
+          mtu: cluster.mtu,
+          masquerade: opts.ipMasq ?? false,
+          cluster: formatIPNet(cluster.config.network),
+        }),
+      },
+    });
+    await svc.start();
+    service = svc;
+    phase = 'starting the backend';
+    await cluster?.run();
   } catch (e) {
     server.close();
-    dns.close();
-    state.close();
+    server.closeAllConnections();
+    dns?.close();
+    state?.close();
+    await cluster?.stop().catch(() => undefined);
+    await registry?.close().catch(() => undefined);
+    fs.rmSync(host.socketPath, { force: true });
     throw e;
   }
   ready = true;
   log.info('weft daemon ready', { socket: host.socketPath, stateDir: host.stateDir, runDir: host.runDir });
+  const svc = service;
+  const d = dns;
+  const st = state;
   return {
-    service,
+    service: svc,
     server,
     async close() {
       ready = false;
       await new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();
-      dns.close();
-      state.close();
+      d.close();
+      await cluster?.stop().catch((e) => log.warn('stopping the cluster agent failed', { error: String(e) }));
+      await registry?.close().catch(() => undefined);
+      st.close();
       fs.rmSync(host.socketPath, { force: true });
       log.info('weft daemon stopped');
     },
@@ -173,15 +304,23 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
 
 /** `weft daemon`: run until SIGTERM/SIGINT, then stop gracefully. */
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
-  const d = await startDaemon(opts);
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      resolve();
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  const stopping = new AbortController();
+  const stop = () => {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+    stopping.abort();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  let d: RunningDaemon;
+  try {
+    d = await startDaemon(opts, stopping.signal);
+  } catch (e) {
+    if (stopping.signal.aborted) return; // stopped while still starting: a graceful end
+    throw e;
+  }
+  if (!stopping.signal.aborted) {
+    await new Promise<void>((resolve) => stopping.signal.addEventListener('abort', () => resolve()));
+  }
   await d.close();
 }

@@ -1,7 +1,9 @@
 /**
  * The few libc calls Node lacks, through koffi (FFI with prebuilt binaries in its npm package, no
  * build step; ~0.3 µs a call). Buffers are passed in place as `void *`. Every wrapper throws a
- * KernelError carrying errno on failure; nothing here knows about netlink or namespaces.
+ * KernelError carrying errno on failure; nothing here knows about netlink or namespaces. The
+ * exception is `raw`, for packet loops: calls on native memory (`allocNative`) by address, which
+ * return the kernel's answer as is (negative: read `errno()`) and allocate nothing.
  */
 import koffi from 'koffi';
 import { KernelError } from '../lib/errors.js';
@@ -29,6 +31,20 @@ const f = {
   poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
   // ioctl whose argument is a plain integer (TUNSETPERSIST), not a pointer.
   ioctlInt: libc.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+  malloc: libc.func('void *malloc(size_t size)'),
+  free: libc.func('void free(void *ptr)'),
+};
+
+// Hot-path calls: buffers are native addresses (see allocNative), so nothing is marshalled.
+const r = {
+  read: libc.func('intptr_t read(int fd, uintptr_t buf, size_t len)'),
+  write: libc.func('intptr_t write(int fd, uintptr_t buf, size_t len)'),
+  poll: libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeout)'),
+  sendmmsg: libc.func('int sendmmsg(int fd, uintptr_t msgvec, unsigned int vlen, int flags)'),
+  recvmmsg: libc.func(
+    'int recvmmsg(int fd, uintptr_t msgvec, unsigned int vlen, int flags, uintptr_t timeout)',
+  ),
 };
 
 export const SOCK = { RAW: 3, DGRAM: 2, CLOEXEC: 0x80000, NONBLOCK: 0x800 } as const;
@@ -46,6 +62,10 @@ export const CLONE = { NEWNS: 0x20000, NEWUTS: 0x4000000, NEWNET: 0x40000000 } a
 export const MS = { BIND: 4096, REC: 16384, PRIVATE: 1 << 18, SLAVE: 1 << 19, SHARED: 1 << 20 } as const;
 export const MNT_DETACH = 2;
 export const POLLIN = 1;
+export const AF_INET = 2;
+export const O_NONBLOCK = 0x800;
+const F_GETFL = 3;
+const F_SETFL = 4;
 
 const check = (ret: number | bigint, op: string): number => {
   const n = Number(ret);
@@ -111,3 +131,57 @@ export function pollIn(fd: number, timeoutMs: number): boolean {
 export function ioctlInt(fd: number, req: number, arg: number, what = 'ioctl'): number {
   return check(f.ioctlInt(fd, req, arg), what);
 }
+
+/** Set O_NONBLOCK on an fd (fcntl F_SETFL); throws a KernelError. */
+export function setNonBlocking(fd: number): void {
+  const flags = check(f.fcntl(fd, F_GETFL), 'fcntl(F_GETFL)');
+  check(f.fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK), 'fcntl(F_SETFL)');
+}
+
+/** errno of the last failed call on this thread. */
+export const errno = (): number => koffi.errno();
+
+/**
+ * A block of native (malloc'd) memory: its address, for the hot-path calls of `raw`, and an
+ * ArrayBuffer over it, to fill and read it from JS without copies. Free it once, after the
+ * last call that uses it; the ArrayBuffer must not be touched afterwards.
+ */
+export interface NativeBlock {
+  readonly addr: number;
+  readonly buffer: ArrayBuffer;
+  free(): void;
+}
+
+/** Allocate `len` bytes of zeroed native memory; throws a KernelError (ENOMEM). */
+export function allocNative(len: number): NativeBlock {
+  const p: unknown = f.malloc(len);
+  if (p === null) throw new KernelError(12, `malloc(${len})`);
+  const buffer = koffi.view(p, len);
+  new Uint8Array(buffer).fill(0);
+  let freed = false;
+  return {
+    addr: Number(koffi.address(p)),
+    buffer,
+    free: () => {
+      if (freed) return;
+      freed = true;
+      f.free(p);
+    },
+  };
+}
+
+/**
+ * Syscalls for packet loops (the udp backend's workers): no checks, no marshalling, no
+ * allocation. Buffers are native addresses (`allocNative(...).addr + offset`); each returns the
+ * raw result, negative on failure with the reason in `errno()`. Misuse corrupts memory: only
+ * code that owns the native layout calls these.
+ */
+export const raw = {
+  read: (fd: number, addr: number, len: number): number => r.read(fd, addr, len) as number,
+  write: (fd: number, addr: number, len: number): number => r.write(fd, addr, len) as number,
+  poll: (fds: number, nfds: number, timeoutMs: number): number => r.poll(fds, nfds, timeoutMs) as number,
+  sendmmsg: (fd: number, msgvec: number, vlen: number, flags: number): number =>
+    r.sendmmsg(fd, msgvec, vlen, flags) as number,
+  recvmmsg: (fd: number, msgvec: number, vlen: number, flags: number): number =>
+    r.recvmmsg(fd, msgvec, vlen, flags, 0) as number,
+};

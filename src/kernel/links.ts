@@ -59,6 +59,7 @@ export type LinkSpec =
       readonly dev?: string;
       readonly port?: number;
       readonly learning?: boolean;
+      readonly proxy?: boolean;
       readonly ttl?: number;
       readonly udpCsum?: boolean;
     })
@@ -362,6 +363,7 @@ export class Links {
           ...(spec.dev !== undefined && { devIndex: this.#index(spec.dev) }),
           ...(spec.port !== undefined && { port: spec.port }),
           ...(spec.learning !== undefined && { learning: spec.learning }),
+          ...(spec.proxy !== undefined && { proxy: spec.proxy }),
           ...(spec.ttl !== undefined && { ttl: spec.ttl }),
           ...(spec.udpCsum !== undefined && { udpCsum: spec.udpCsum }),
         };
@@ -395,6 +397,7 @@ function incompatibility(l: Link, spec: LinkSpec, where: Links): string | undefi
     }
     if (spec.learning !== undefined && l.learning !== spec.learning)
       return `learning ${l.learning} vs ${spec.learning}`;
+    if (spec.proxy !== undefined && l.proxy !== spec.proxy) return `proxy ${l.proxy} vs ${spec.proxy}`;
     if (spec.dev !== undefined && l.devIndex !== where.find(spec.dev)?.index)
       return `dev differs (want ${spec.dev})`;
   }

@@ -71,6 +71,8 @@ export interface VxlanLink extends LinkCommon {
   readonly devIndex: number | undefined;
   readonly port: number;
   readonly learning: boolean;
+  /** ARP proxy (IFLA_VXLAN_PROXY): the device answers ARP from its neighbour table. */
+  readonly proxy: boolean;
   readonly ttl: number;
 }
 export interface MacvlanLink extends LinkCommon {
@@ -135,6 +137,7 @@ export interface NewVxlan extends NewLinkCommon {
   /** UDP destination port (network order on the wire); unset: the kernel's default, 8472. */
   readonly port?: number;
   readonly learning?: boolean;
+  readonly proxy?: boolean;
   readonly ttl?: number;
   readonly udpCsum?: boolean;
 }
@@ -192,6 +195,7 @@ const kinds: { [K in Exclude<LinkKind, 'device'>]: KindCodec<K> } = {
       if (s.devIndex !== undefined) out.push(a.u32(IFLA_VXLAN.LINK, s.devIndex));
       if (s.port !== undefined) out.push(a.be16(IFLA_VXLAN.PORT, s.port));
       if (s.learning !== undefined) out.push(a.u8(IFLA_VXLAN.LEARNING, s.learning ? 1 : 0));
+      if (s.proxy !== undefined) out.push(a.u8(IFLA_VXLAN.PROXY, s.proxy ? 1 : 0));
       if (s.ttl !== undefined) out.push(a.u8(IFLA_VXLAN.TTL, s.ttl));
       if (s.udpCsum !== undefined) out.push(a.u8(IFLA_VXLAN.UDP_CSUM, s.udpCsum ? 1 : 0));
       return out;
@@ -205,6 +209,7 @@ const kinds: { [K in Exclude<LinkKind, 'device'>]: KindCodec<K> } = {
       devIndex: d?.u32(IFLA_VXLAN.LINK) || undefined,
       port: d?.be16(IFLA_VXLAN.PORT) ?? 0,
       learning: bool(d?.u8(IFLA_VXLAN.LEARNING)),
+      proxy: bool(d?.u8(IFLA_VXLAN.PROXY)),
       ttl: d?.u8(IFLA_VXLAN.TTL) ?? 0,
     }),
   },

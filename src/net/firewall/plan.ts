@@ -47,6 +47,10 @@ export interface PlannedNetwork {
   readonly snat: Readonly<Partial<Record<Family, IPAddr>>>;
   readonly internal: boolean;
   readonly icc: boolean;
+  /** Canonical cluster prefixes (see NetworkFw.cluster); empty unless an overlay host. */
+  readonly cluster: readonly IPNet[];
+  /** Source for the host's own traffic to the cluster (see NetworkFw.clusterSource). */
+  readonly clusterSource: IPAddr | undefined;
   readonly ports: readonly PlannedPort[];
 }
 
@@ -246,8 +250,41 @@ function planNetwork(net: NetworkFw): PlannedNetwork {
     snat,
     internal: net.internal,
     icc: net.icc,
+    cluster: planCluster(net, subnets),
+    clusterSource: planClusterSource(net, subnets),
     ports,
   };
+}
+
+/** The cluster prefixes in canonical form; each must contain one of the network's subnets. */
+function planCluster(net: NetworkFw, subnets: readonly IPNet[]): IPNet[] {
+  const out: IPNet[] = [];
+  for (const c of net.cluster ?? []) {
+    if (!c?.ip || !Number.isInteger(c.len) || c.len < 0 || c.len > bitsOf(c.ip.family)) {
+      throw invalid(`network ${net.id}: a cluster prefix is malformed`, { network: net.id });
+    }
+    const canon = networkOf(c);
+    if (
+      !subnets.some((s) => s.ip.family === canon.ip.family && canon.len <= s.len && containsIP(canon, s.ip))
+    ) {
+      throw invalid(
+        `network ${net.id}: cluster network ${formatIPNet(canon)} contains none of the network's subnets`,
+        { network: net.id, cluster: formatIPNet(canon) },
+      );
+    }
+    out.push(canon);
+  }
+  return out;
+}
+
+function planClusterSource(net: NetworkFw, subnets: readonly IPNet[]): IPAddr | undefined {
+  const src = net.clusterSource;
+  if (src === undefined) return undefined;
+  if (!net.cluster?.length) throw invalid(`network ${net.id}: a cluster source needs a cluster network`);
+  if (!subnets.some((s) => containsIP(s, src))) {
+    throw invalid(`network ${net.id}: cluster source ${formatIP(src)} is not in the network's subnets`);
+  }
+  return src;
 }
 
 interface Claim {

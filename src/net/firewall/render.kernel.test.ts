@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { type Bed, type BedNs, bed, needsRoot, RUN_ID } from '../../../test/bed.js';
-import { formatIP } from '../../lib/ip.js';
+import { formatIP, parseIP, parseIPNet } from '../../lib/ip.js';
 import { chainRules, ep, net, port } from './fixtures.test.js';
 import { type IptablesSaved, renderIptables, renderIptablesRemoval } from './iptables.js';
 import { renderRemoval, renderTable, renderTables, requiredSysctls } from './render.js';
@@ -87,6 +87,21 @@ interface NftJson {
 }
 
 describe('firewall rendering against the kernel', needsRoot, () => {
+  test('an overlay host’s default network: nft applies it and lists it back as rendered', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const overlay: FirewallState = {
+      networks: [
+        net('n5', 'weft0', ['10.244.3.0/24'], {
+          cluster: [parseIPNet('10.244.0.0/16')],
+          clusterSource: parseIP('10.244.3.1'),
+        }),
+      ],
+    };
+    await nft(b, host, renderTables(overlay));
+    assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(overlay));
+  });
+
   test('nft accepts, applies, lists back exactly as rendered, replaces and removes the table', async (t) => {
     const b = bed(t);
     const host = b.ns('fw');

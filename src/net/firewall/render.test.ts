@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseIP } from '../../lib/ip.js';
+import type { WeftError } from '../../lib/errors.js';
+import { parseIP, parseIPNet } from '../../lib/ip.js';
 import { chainRules, ep, net, port } from './fixtures.test.js';
 import { renderRemoval, renderTable, renderTables, requiredSysctls } from './render.js';
 import type { FirewallState } from './types.js';
@@ -245,6 +246,32 @@ table inet weft {
       'oifname "br-b" ct status dnat accept comment "net b: published ports"',
       'oifname "br-b" drop comment "net b: nothing else enters (isolation)"',
     ]);
+  });
+
+  test('overlay host: no NAT towards the cluster network, and the cluster may enter the bridge', () => {
+    const text = renderTable({
+      networks: [
+        net('d', 'weft0', ['10.244.3.1/24'], {
+          cluster: [parseIPNet('10.244.0.0/16')],
+          clusterSource: parseIP('10.244.3.1'),
+        }),
+      ],
+    });
+    assert.deepEqual(chainRules(text, 'postrouting'), [
+      'ip saddr 10.244.3.0/24 oifname != "weft0" ip daddr != 10.244.0.0/16 masquerade comment "net d: outbound NAT"',
+      'fib saddr type local ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 oifname != "weft0" snat ip to 10.244.3.1 comment "net d: host traffic to the cluster"',
+    ]);
+    assert.deepEqual(chainRules(text, 'forward').slice(-2), [
+      'ip saddr 10.244.0.0/16 oifname "weft0" accept comment "net d: from the cluster network"',
+      'oifname "weft0" drop comment "net d: nothing else enters (isolation)"',
+    ]);
+    assert.throws(
+      () =>
+        renderTable({
+          networks: [net('d', 'weft0', ['10.1.0.1/24'], { cluster: [parseIPNet('10.244.0.0/16')] })],
+        }),
+      (e: WeftError) => e.code === 'INVALID' && /contains none/.test(e.message),
+    );
   });
 
   test('every rule carries a comment naming its network (or the whole table), within nft’s 128 characters', () => {

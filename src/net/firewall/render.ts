@@ -27,7 +27,11 @@
  *  - `forward` (filter, policy accept: weft drops only what it must): replies accepted; per
  *    network, traffic within the bridge (icc), DNATed traffic into it (published ports);
  *    everything else into a bridge dropped (isolation between networks, no direct access
- *    from outside); internal networks drop everything in and out.
+ *    from outside); internal networks drop everything in and out. On an overlay host the
+ *    default network also accepts traffic from the cluster network, and its outbound NAT
+ *    skips traffic to the cluster network (other hosts see the container's own address); the
+ *    host's own traffic to the cluster leaves from the bridge's gateway (an address of the
+ *    cluster), since other hosts let in only what comes from the cluster.
  *
  * icc=false is a rule of the `forward` chain (`iifname BR oifname BR drop`, after accepting
  * DNATed hairpin traffic), as Docker does it: container-to-container frames are bridged, and
@@ -105,8 +109,25 @@ function postroutingRules(n: PlannedNetwork): string[] {
       const w = words(s.ip.family);
       const snat = n.snat[s.ip.family];
       const nat = snat ? `snat ${w.ip} to ${formatIP(snat)}` : 'masquerade';
+      // Overlay: traffic to the other hosts' subnets keeps its source (flannel's RETURN rule).
+      const cluster = n.cluster.filter((c) => c.ip.family === s.ip.family);
+      const notCluster =
+        cluster.length === 0
+          ? ''
+          : cluster.length === 1
+            ? ` ${w.ip} daddr != ${formatIPNet(cluster[0]!)}`
+            : ` ${w.ip} daddr != { ${cluster.map(formatIPNet).join(', ')} }`;
       out.push(
-        `${w.ip} saddr ${formatIPNet(s)} oifname != ${br} ${nat} comment ${q(`net ${n.id}: outbound NAT`)}`,
+        `${w.ip} saddr ${formatIPNet(s)} oifname != ${br}${notCluster} ${nat} comment ${q(`net ${n.id}: outbound NAT`)}`,
+      );
+    }
+  }
+  const src = n.clusterSource;
+  if (src && !n.internal) {
+    for (const cn of n.cluster.filter((c) => c.ip.family === src.family)) {
+      const w = words(src.family);
+      out.push(
+        `fib saddr type local ${w.ip} saddr != ${formatIPNet(cn)} ${w.ip} daddr ${formatIPNet(cn)} oifname != ${br} snat ${w.ip} to ${formatIP(src)} comment ${q(`net ${n.id}: host traffic to the cluster`)}`,
       );
     }
   }
@@ -142,6 +163,11 @@ function forwardRules(n: PlannedNetwork): string[] {
     out.push(`oifname ${br} drop ${c('internal, nothing enters')}`);
   } else {
     out.push(`oifname ${br} ct status dnat accept ${c('published ports')}`);
+    for (const cn of n.cluster) {
+      out.push(
+        `${words(cn.ip.family).ip} saddr ${formatIPNet(cn)} oifname ${br} accept ${c('from the cluster network')}`,
+      );
+    }
     out.push(`oifname ${br} drop ${c('nothing else enters (isolation)')}`);
   }
   return out;

@@ -55,6 +55,17 @@ export interface NetworkFw {
    * masquerade; unused, like masquerade, on internal networks.
    */
   readonly hostIps?: readonly IPAddr[] | undefined;
+  /**
+   * The cluster network(s) this network is a subnet of (overlay hosts, flannel's design): traffic
+   * to them is never masqueraded, and traffic from them may enter the bridge (containers of
+   * other hosts reach this host's containers). Unused on internal networks.
+   */
+  readonly cluster?: readonly IPNet[] | undefined;
+  /**
+   * With `cluster`: the host's own traffic to the cluster leaves with this source (the
+   * bridge's gateway, an address inside the cluster), so that the other hosts let it in.
+   */
+  readonly clusterSource?: IPAddr | undefined;
   readonly endpoints: readonly EndpointFw[];
 }
 

@@ -1,0 +1,95 @@
+/**
+ * `weft lab down` without help: a lab whose record is gone and whose processes were never
+ * stopped (a crashed `up`), found by its namespaces' names and its sandbox pins, removed
+ * completely; and the idempotent and bad-input cases.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+import { isRoot, RUN_ID } from '../../../test/bed.js';
+import { Netns } from '../../kernel/netns.js';
+import { WeftError } from '../../lib/errors.js';
+import * as lab from './lab.js';
+import { spawnDetached } from './procs.js';
+import { DEFAULT_PATHS, hostDirs, labDirs, roleOf } from './topology.js';
+import { createNs } from './underlay.js';
+
+const labName = (s: string): string => {
+  const n = `wt-${RUN_ID}-${s}`;
+  assert.ok(n.length <= 12, `lab name ${n} too long`);
+  return n;
+};
+
+/** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
+function assertGone(name: string): void {
+  const nss = fs.readdirSync(DEFAULT_PATHS.netnsDir).filter((n) => roleOf(name, n));
+  assert.deepEqual(nss, [], 'namespaces left');
+  const d = labDirs(DEFAULT_PATHS, name);
+  const mounts = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(`/weft-${name}-`) || l.includes(`${d.run}/`) || l.includes(`${d.state}/`));
+  assert.deepEqual(mounts, [], 'mounts left');
+  const procs: string[] = [];
+  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const env = fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      if (env.includes(`WEFT_LAB=${name}`) || cmd.includes(`/lab/${name}/`)) procs.push(`${p} ${cmd}`);
+    } catch {
+      // gone
+    }
+  }
+  assert.deepEqual(procs, [], 'processes left');
+  assert.equal(fs.existsSync(d.state), false, 'state dir left');
+  assert.equal(fs.existsSync(d.run), false, 'run dir left');
+}
+
+describe('weft lab down', { skip: !isRoot() && 'needs root' }, () => {
+  test('a half-made lab with no record: processes in its namespaces and sandboxes stopped, all removed', async () => {
+    const name = labName('d');
+    const env = { ...process.env, WEFT_LAB: name } as Record<string, string>;
+    try {
+      const sw = createNs(DEFAULT_PATHS, name, 'sw');
+      const host = createNs(DEFAULT_PATHS, name, 'host1');
+      const dirs = hostDirs(DEFAULT_PATHS, name, 'host1');
+      fs.mkdirSync(dirs.runDir, { recursive: true });
+      fs.mkdirSync(dirs.stateDir, { recursive: true });
+      // A "sandbox" pinned where the daemon pins them, with a process inside that ignores SIGTERM.
+      const sandbox = Netns.create(path.join(dirs.runDir, 'netns', 'abc123'));
+      const log = path.join(dirs.runDir, 'test.log');
+      await spawnDetached(sandbox, 'sh', ['-c', 'trap "" TERM; sleep 600 & wait'], { env, log });
+      await spawnDetached(host.ns, 'sleep', ['600'], { env, log });
+      await spawnDetached(sw.ns, 'sleep', ['600'], { env, log });
+      sandbox.close();
+      host.ns.close();
+      sw.ns.close();
+      assert.deepEqual(
+        lab.listLabs().find((l) => l.name === name),
+        { name, hosts: 0, state: 'partial' },
+      );
+      await assert.rejects(
+        lab.status(name),
+        (e: unknown) => e instanceof WeftError && e.code === 'NOT_FOUND',
+      );
+      const d = await lab.down(name);
+      assert.equal(d.existed, true);
+      assert.equal(d.namespaces, 2);
+      assert.ok(d.processes >= 3, `processes stopped: ${d.processes}`);
+      assert.equal(d.mounts, 1);
+      assertGone(name);
+    } finally {
+      await lab.down(name).catch(() => {});
+    }
+  });
+
+  test('a lab that does not exist: nothing to do; a bad name: INVALID', async () => {
+    const d = await lab.down(labName('n'));
+    assert.equal(d.existed, false);
+    await assert.rejects(
+      lab.down('Bad_Name'),
+      (e: unknown) => e instanceof WeftError && e.code === 'INVALID',
+    );
+  });
+});

@@ -1,0 +1,103 @@
+/**
+ * The lab on etcd (Debian's etcd-server, started by the lab inside its own namespaces): one
+ * member, and three members surviving the loss of one. The leases are read back from etcd
+ * through `weft cluster leases` run inside a lab host (etcd listens on lab addresses only).
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { describe, test } from 'node:test';
+import { isRoot, RUN_ID } from '../../../test/bed.js';
+import { check } from './check.js';
+import * as lab from './lab.js';
+import { DEFAULT_PATHS, labDirs, roleOf } from './topology.js';
+
+const labName = (s: string): string => {
+  const n = `wt-${RUN_ID}-${s}`;
+  assert.ok(n.length <= 12, `lab name ${n} too long`);
+  return n;
+};
+
+/** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
+function assertGone(name: string): void {
+  const nss = fs.readdirSync(DEFAULT_PATHS.netnsDir).filter((n) => roleOf(name, n));
+  assert.deepEqual(nss, [], 'namespaces left');
+  const d = labDirs(DEFAULT_PATHS, name);
+  const mounts = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(`/weft-${name}-`) || l.includes(`${d.run}/`) || l.includes(`${d.state}/`));
+  assert.deepEqual(mounts, [], 'mounts left');
+  const procs: string[] = [];
+  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const env = fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      if (env.includes(`WEFT_LAB=${name}`) || cmd.includes(`/lab/${name}/`)) procs.push(`${p} ${cmd}`);
+    } catch {
+      // gone
+    }
+  }
+  assert.deepEqual(procs, [], 'processes left');
+  assert.equal(fs.existsSync(d.state), false, 'state dir left');
+  assert.equal(fs.existsSync(d.run), false, 'run dir left');
+}
+
+const hasEtcd = fs.existsSync('/usr/bin/etcd');
+
+describe('weft lab on etcd', {
+  skip: (!isRoot() && 'needs root') || (!hasEtcd && 'etcd-server is not installed'),
+}, () => {
+  test('one member: leases in etcd, check passes, down leaves nothing', async () => {
+    const name = labName('e');
+    try {
+      const up = await lab.up({ name, store: 'etcd', hosts: 2, containers: 1 });
+      assert.equal(up.status.storeSpec, 'etcd://192.168.100.2:2379');
+      assert.deepEqual(up.status.etcd, [{ name: 'etcd1', ip: '192.168.100.2', alive: true }]);
+      assert.ok(up.timings.store > 0);
+      const leases = await lab.exec(
+        name,
+        'host1',
+        undefined,
+        ['weft', 'cluster', 'leases', '--store', up.status.storeSpec, '--json'],
+        { capture: true, timeoutMs: 30_000 },
+      );
+      assert.equal(leases.code, 0, leases.stderr);
+      const text = leases.stdout;
+      for (const h of up.status.hosts) {
+        assert.ok(text.includes(h.subnet!), `lease ${h.subnet} in ${text}`);
+        assert.ok(text.includes(h.publicIp), `public IP ${h.publicIp} in ${text}`);
+      }
+      const r = await check(name);
+      assert.equal(r.ok, true, JSON.stringify(r.results.filter((x) => !x.ok)));
+    } finally {
+      await lab.down(name);
+    }
+    assertGone(name);
+  });
+
+  test('three members: a member killed, the cluster still takes a new host; down leaves nothing', async () => {
+    const name = labName('t');
+    try {
+      const up = await lab.up({ name, store: 'etcd', etcdMembers: 3, hosts: 2, containers: 1 });
+      assert.equal(up.status.etcd.length, 3);
+      assert.ok(up.status.etcd.every((m) => m.alive));
+      const rec = lab.loadLab(name);
+      process.kill(rec.etcd[2]!.proc!.pid, 'SIGKILL');
+      const h3 = await lab.addHost(name);
+      assert.equal(h3.daemon, 'running');
+      assert.match(h3.subnet ?? '', /^10\.244\./);
+      const st = await lab.status(name);
+      assert.deepEqual(
+        st.etcd.map((m) => m.alive),
+        [true, true, false],
+      );
+      const r = await check(name);
+      assert.equal(r.ok, true, JSON.stringify(r.results.filter((x) => !x.ok)));
+      assert.equal(r.results.filter((x) => x.kind === 'ip').length, 3 * 2);
+    } finally {
+      const d = await lab.down(name);
+      assert.ok(d.ms < 3000, `down took ${d.ms} ms`);
+    }
+    assertGone(name);
+  });
+});

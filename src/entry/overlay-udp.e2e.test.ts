@@ -1,0 +1,3 @@
+import { overlaySuite } from './overlay-suite.test.js';
+
+overlaySuite('udp');
