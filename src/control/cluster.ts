@@ -17,8 +17,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { WeftError } from '../lib/errors.js';
-import { formatIP, formatIPNet, type IPAddr, type IPNet } from '../lib/ip.js';
+import { invalid, WeftError } from '../lib/errors.js';
+import { formatIP, formatIPNet, type IPAddr, type IPNet, networkOf, overlaps } from '../lib/ip.js';
 import { type Logger, nullLogger } from '../lib/log.js';
 import type { Backend, BackendConfig, LeaseInfo } from '../net/backends/types.js';
 import { type ClusterConfig, parseClusterConfig } from './leases/config.js';
@@ -46,6 +46,8 @@ export interface ClusterAgentOptions {
   readonly ttlSeconds?: number;
   readonly resyncMs?: number;
   readonly log?: Logger;
+  /** The underlay's own prefixes: a cluster network overlapping them is refused. */
+  readonly underlayNets?: readonly IPNet[];
   /** Called when a re-acquired lease has another subnet than before (the daemon re-plumbs). */
   readonly onSubnetChange?: (lease: Lease, mtu: number) => Promise<void>;
 }
@@ -132,6 +134,14 @@ export class ClusterAgent {
         throw new WeftError('TIMEOUT', 'stopped while waiting for the cluster configuration');
       await sleep(waitMs, signal);
       waitMs = Math.min(waitMs * 2, 5000);
+    }
+    for (const u of o.underlayNets ?? []) {
+      if (overlaps(u, config.network)) {
+        throw invalid(
+          `the cluster network ${formatIPNet(config.network)} overlaps the underlay ${formatIPNet(networkOf(u))}: choose another network (weft cluster init --force)`,
+          { network: formatIPNet(config.network), underlay: formatIPNet(networkOf(u)) },
+        );
+      }
     }
     const backend = o.makeBackend(config.backend, config.network);
     const { backendData, mtu } = await backend.prepare();

@@ -208,6 +208,7 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
           registry,
           prefix: opts.prefix ?? DEFAULT_PREFIX,
           publicIp: underlay.publicIp,
+          underlayNets: h.addrs.list({ family: 4, dev: underlay.iface.name }).map((a) => a.ipnet),
           makeBackend: (cfg, network) =>
             BACKENDS[cfg.type](cfg, {
               host: h,
