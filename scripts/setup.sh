@@ -18,6 +18,8 @@ declare -A pkgs=(
   [ip]=iproute2 [bridge]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack
   [ping]=iputils-ping [iperf3]=iperf3 [socat]=socat [busybox]=busybox-static [nc]=netcat-openbsd
   [tcpdump]=tcpdump [curl]=curl [nsenter]=util-linux [unshare]=util-linux
+  # the etcd store's tests and `weft lab --store etcd`
+  [etcd]=etcd-server
   # better-sqlite3 is compiled at npm install time (node-gyp)
   [g++]=g++ [make]=make [python3]=python3
 )
@@ -31,7 +33,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
+  # Install only: no package may start a service (etcd-server would start one on the host;
+  # weft runs etcd itself inside its own namespaces). policy-rc.d is Debian's switch for that.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
 # npm packages (exactly the lock file's), then the build.

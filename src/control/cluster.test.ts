@@ -12,6 +12,7 @@ import type { Backend, LeaseInfo } from '../net/backends/types.js';
 import { ClusterAgent, type ClusterAgentOptions } from './cluster.js';
 import { makeClusterConfig, renderClusterConfig } from './leases/config.js';
 import { configKey, leaseKey } from './leases/lease.js';
+import { LeaseManager } from './leases/manager.js';
 import { EmbeddedRegistry } from './store/embedded.js';
 
 const PREFIX = '/weft/network';
@@ -221,4 +222,28 @@ test('join gives up waiting when aborted', async (t) => {
   );
   setTimeout(() => ac.abort(), 200);
   await assert.rejects(p, (e: Error & { code?: string }) => e.code === 'TIMEOUT');
+});
+
+test('renewal timing (fake clock): an hour before expiry for long TTLs, halfway for short ones', async (t) => {
+  const r = rig(t);
+  await init(r);
+  for (const [ttl, want] of [
+    [24 * 3600, 23 * 3600 * 1000],
+    [60, 30_000],
+  ] as const) {
+    const m = new LeaseManager({
+      registry: registry(r),
+      prefix: PREFIX,
+      publicIp: parseIP(`10.0.1.${ttl % 200}`),
+      backendType: 'vxlan',
+      backendData: null,
+      ttlSeconds: ttl,
+    });
+    const l = await m.acquire(makeClusterConfig({ network: '10.244.0.0/16' }));
+    const exp = l.expiresAt!;
+    assert.ok(Math.abs(exp - Date.now() - ttl * 1000) < 5000, 'expiry is now + TTL');
+    const now = exp - ttl * 1000; // the fake clock: the moment of acquisition
+    assert.equal(m.renewDelayMs(now), want);
+    assert.equal(m.renewDelayMs(exp), 0, 'overdue: renew at once');
+  }
 });

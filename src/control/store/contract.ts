@@ -64,7 +64,8 @@ function collect(reg: Registry, prefix: string, after: number): Collector {
   return Object.assign(c, { watch });
 }
 
-const brief = (evs: readonly WatchEvent[]) => evs.map((e) => `${e.type} ${e.key}${e.type === 'put' ? `=${e.value}` : ''}`);
+const brief = (evs: readonly WatchEvent[]) =>
+  evs.map((e) => `${e.type} ${e.key}${e.type === 'put' ? `=${e.value}` : ''}`);
 
 /** Run a small ES module in a separate node process (with tsx) and return its stdout. */
 async function runChild(code: string, timeoutMs = 20_000): Promise<{ stdout: string; exitedAlone: boolean }> {
@@ -200,11 +201,16 @@ export function registryContract(
       assert.equal(await r.get(`${p}k`), undefined);
     });
 
-    it('a key with a TTL expires: reads stop returning it and watchers see a delete', async ({ registry: r }, p) => {
+    it('a key with a TTL expires: reads stop returning it and watchers see a delete', async ({
+      registry: r,
+    }, p) => {
       const start = Date.now();
       const e = (await r.create(`${p}ttl`, 'v', { ttlSeconds: TTL }))!;
       assert.ok(e.expiresAt !== undefined, 'expiresAt set');
-      assert.ok(Math.abs(e.expiresAt - (start + TTL * 1000)) < 1500, `expiresAt ${e.expiresAt - start} ms ahead`);
+      assert.ok(
+        Math.abs(e.expiresAt - (start + TTL * 1000)) < 1500,
+        `expiresAt ${e.expiresAt - start} ms ahead`,
+      );
       const got = await r.get(`${p}ttl`);
       assert.ok(got?.expiresAt !== undefined && Math.abs(got.expiresAt - e.expiresAt) <= 1500);
       const c = collect(r, p, e.modRevision);
@@ -220,7 +226,9 @@ export function registryContract(
       }
     });
 
-    it('update restarts the TTL; update without a TTL makes the key permanent', async ({ registry: r }, p) => {
+    it('update restarts the TTL; update without a TTL makes the key permanent', async ({
+      registry: r,
+    }, p) => {
       const a = (await r.create(`${p}k`, 'v1', { ttlSeconds: TTL }))!;
       const b = (await r.create(`${p}perm`, 'v1', { ttlSeconds: TTL }))!;
       await new Promise((res) => setTimeout(res, 1200));
@@ -231,11 +239,17 @@ export function registryContract(
       // Past the first TTL (plus etcd's ~0.5 s expiry granularity), before the second one.
       await until('the first TTL to pass', () => Date.now() > a.expiresAt! + 600);
       assert.equal((await r.get(`${p}k`))?.value, 'v2', 'still there: the update restarted its TTL');
-      await until('the renewed key to expire', async () => (await r.get(`${p}k`)) === undefined, TTL * 1000 + 8000);
+      await until(
+        'the renewed key to expire',
+        async () => (await r.get(`${p}k`)) === undefined,
+        TTL * 1000 + 8000,
+      );
       assert.equal((await r.get(`${p}perm`))?.value, 'v2', 'no TTL after update without one');
     });
 
-    it('watch replays history after the revision, then live events, in order, once', async ({ registry: r }, p) => {
+    it('watch replays history after the revision, then live events, in order, once', async ({
+      registry: r,
+    }, p) => {
       const before = (await r.put(`/contract-elsewhere/${p}`, 'x')).modRevision;
       await r.put(`${p}a`, '1');
       await r.put(`${p}b`, '2');
@@ -248,7 +262,13 @@ export function registryContract(
         await r.put(`${p}b`, '4', { ttlSeconds: 60 });
         await until('live events', () => c.events.length >= 5);
         await new Promise((res) => setTimeout(res, 300)); // anything duplicated would show up now
-        assert.deepEqual(brief(c.events), [`put ${p}a=1`, `put ${p}b=2`, `put ${p}c=3`, `delete ${p}a`, `put ${p}b=4`]);
+        assert.deepEqual(brief(c.events), [
+          `put ${p}a=1`,
+          `put ${p}b=2`,
+          `put ${p}c=3`,
+          `delete ${p}a`,
+          `put ${p}b=4`,
+        ]);
         const revs = c.events.map((e) => e.revision);
         assert.deepEqual(
           revs,
@@ -306,6 +326,39 @@ export function registryContract(
       } finally {
         c.watch.close();
       }
+    });
+
+    it('three OS processes racing for the same keys: each key is won exactly once', async (h, p, t) => {
+      const keys = Array.from({ length: 40 }, (_, i) => `${p}race-${i}`);
+      // All start at one wall-clock moment, past the children's start-up (tsx, the etcd client
+      // and its first connection: ~1 s) and a warm-up read.
+      const startAt = Date.now() + 3000;
+      // Each process walks the keys from its own starting point: a process that got ahead on
+      // one key does not simply stay ahead on all of them, and they meet on the same keys.
+      const racer = (who: string, from: number) =>
+        runChild(`${childOpen(h.spec)}
+          await reg.get(${JSON.stringify(`${p}warm-up`)});
+          await new Promise((r) => setTimeout(r, Math.max(0, ${startAt} - Date.now())));
+          const won = [];
+          for (const k of ${JSON.stringify([...keys.slice(from), ...keys.slice(0, from)])}) if (await reg.create(k, ${JSON.stringify(who)}, { ttlSeconds: 60 })) won.push(k);
+          console.log(JSON.stringify(won));
+          await reg.close();`);
+      const results = await Promise.all(
+        ['a', 'b', 'c'].map(async (who, i) => ({ who, out: await racer(who, i * 13) })),
+      );
+      const winners = new Map<string, string>();
+      for (const { who, out } of results) {
+        for (const k of JSON.parse(out.stdout) as string[]) {
+          assert.equal(winners.get(k), undefined, `${k} won by ${winners.get(k)} and ${who}`);
+          winners.set(k, who);
+        }
+      }
+      assert.equal(winners.size, keys.length, 'every key won by someone');
+      const wins = results.map(
+        ({ who }) => `${who} ${[...winners.values()].filter((w) => w === who).length}`,
+      );
+      t.diagnostic(`${name}: keys won per process: ${wins.join(', ')}`);
+      for (const k of keys) assert.equal((await h.registry.get(k))?.value, winners.get(k));
     });
 
     it('a watch from a compacted revision reports onCompacted', async (h, p) => {
@@ -370,8 +423,11 @@ export function registryContract(
           await until('delivery', () => c.events.length === 3 * (i + 1));
         }
         const delivery = sent.map((s, i) => c.at[3 * i + 2]! - s);
-        const fmt = (xs: number[]) => `p50 ${percentile(xs, 50).toFixed(1)} ms, p95 ${percentile(xs, 95).toFixed(1)} ms`;
-        t.diagnostic(`${name}: create ${fmt(create)}; update ${fmt(update)}; watch delivery to a second registry ${fmt(delivery)}`);
+        const fmt = (xs: number[]) =>
+          `p50 ${percentile(xs, 50).toFixed(1)} ms, p95 ${percentile(xs, 95).toFixed(1)} ms`;
+        t.diagnostic(
+          `${name}: create ${fmt(create)}; update ${fmt(update)}; watch delivery to a second registry ${fmt(delivery)}`,
+        );
         assert.ok(percentile(delivery, 50) < 1000, 'watch delivery well under a second');
       } finally {
         c.watch.close();

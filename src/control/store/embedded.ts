@@ -16,8 +16,10 @@
  *
  * Watch. No cross-process notification exists in SQLite, so watchers poll the events table
  * (every `pollMs`, default 100 ms). Two hints make delivery quicker than the period: a write
- * through this same object polls at once, and so does a change of the `-wal` file seen by
- * fs.watch (inotify: another process committed); the timer alone stays correct without them. A
+ * through this same object polls at once, and every writer touches the database file's mtime
+ * after its commit, which watchers in other processes see through fs.watch (inotify) and poll
+ * on. (The `-wal` file's own change events are useless here: they fire when the frames are
+ * written, before the commit becomes visible to readers.) The timer alone stays correct. A
  * watch keeps its cursor (the last revision it scanned) and delivers each event exactly once,
  * in order. The log keeps the last `historyLimit` revisions (default 10,000); a watch whose
  * cursor falls behind the compacted revision gets onCompacted, and its owner re-lists.
@@ -87,7 +89,7 @@ export class EmbeddedRegistry implements Registry {
   readonly #historyLimit: number;
   readonly #watches = new Set<EmbeddedWatch>();
   #timer: NodeJS.Timeout | undefined;
-  #walWatcher: fs.FSWatcher | undefined;
+  #fileWatcher: fs.FSWatcher | undefined;
   #kick: NodeJS.Immediate | undefined;
   #closed = false;
   readonly #q;
@@ -241,7 +243,7 @@ export class EmbeddedRegistry implements Registry {
     const w = new EmbeddedWatch(prefix, afterRevision, handlers, () => this.#unwatch(w));
     this.#watches.add(w);
     this.#timer ??= setInterval(() => this.#poll(), this.#pollMs).unref();
-    this.#walWatcher ??= this.#watchWal();
+    this.#fileWatcher ??= this.#watchFile();
     this.#schedule(); // history is delivered at once, not after the first period
     return w;
   }
@@ -294,6 +296,13 @@ export class EmbeddedRegistry implements Registry {
         })
         .immediate(),
     );
+    // Committed: wake watchers in other processes (an inotify attribute event; ~2 µs).
+    try {
+      const t = new Date();
+      fs.utimesSync(this.address, t, t);
+    } catch {
+      // only a hint
+    }
     this.#schedule();
     return out;
   }
@@ -367,17 +376,17 @@ export class EmbeddedRegistry implements Registry {
     if (this.#watches.size > 0) return;
     clearInterval(this.#timer);
     this.#timer = undefined;
-    this.#walWatcher?.close();
-    this.#walWatcher = undefined;
+    this.#fileWatcher?.close();
+    this.#fileWatcher = undefined;
   }
 
-  /** Poll when the WAL changes (another process wrote). Only a hint: failing to watch is fine. */
-  #watchWal(): fs.FSWatcher | undefined {
-    const wal = `${path.basename(this.address)}-wal`;
+  /** Poll when a writer touched the file (see #write). Only a hint: failing to watch is fine. */
+  #watchFile(): fs.FSWatcher | undefined {
+    const base = path.basename(this.address);
     try {
-      // The folder, not the file: the WAL may be created or reset by another process.
+      // The folder, not the file, so that a file replaced on disk is still followed.
       const w = fs.watch(path.dirname(this.address), { persistent: false }, (_ev, name) => {
-        if (name === wal) this.#schedule();
+        if (name === base) this.#schedule();
       });
       w.on('error', () => undefined);
       return w;

@@ -8,7 +8,11 @@ import { EtcdRegistry } from './etcd.js';
 import { parseStoreSpec } from './index.js';
 import type { Registry, WatchEvent } from './types.js';
 
-const skip = !isRoot() ? 'needs root (namespaces)' : !etcdInstalled() ? 'etcd-server is not installed' : false;
+const skip = !isRoot()
+  ? 'needs root (namespaces)'
+  : !etcdInstalled()
+    ? 'etcd-server is not installed'
+    : false;
 
 // One etcd for the whole file (starting one takes about a second); every test works under its
 // own key prefix, and opens and closes its own clients.

@@ -62,9 +62,14 @@ const TTL_LOOKUP_CONCURRENCY = 16;
 type CallOptions = NonNullable<Parameters<Etcd3['kv']['range']>[1]>;
 // The client's fault-handling hooks, typed from its own options (cockatiel is its dependency, not ours).
 type Policy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
-/** Pass-through policy: retries and deadlines are ours (#call), not the client's circuit breaker. */
+/**
+ * Pass-through policy: retries and deadlines are ours (#call), not the client's circuit breaker.
+ * A function that throws synchronously must still become a rejected promise: the client chains
+ * `.catch` on what execute returns, and a throw would escape as an uncaught exception.
+ */
 const passThrough = {
-  execute: (fn: (ctx: { signal: AbortSignal }) => unknown) => Promise.resolve(fn({ signal: neverAborted })),
+  execute: (fn: (ctx: { signal: AbortSignal }) => unknown) =>
+    new Promise((resolve) => resolve(fn({ signal: neverAborted }))),
 } as unknown as Policy;
 const neverAborted = new AbortController().signal;
 
@@ -137,7 +142,10 @@ export class EtcdRegistry implements Registry {
     // etcd sorts a range by key bytes, ascending, by default.
     const res = await this.#call('list', (o) => this.#client.kv.range(prefixRange(prefix), o));
     const ttl = await this.#expiries(res.kvs);
-    return { entries: res.kvs.map((kv) => toEntry(kv, ttl.get(kv.lease))), revision: rev(res.header.revision) };
+    return {
+      entries: res.kvs.map((kv) => toEntry(kv, ttl.get(kv.lease))),
+      revision: rev(res.header.revision),
+    };
   }
 
   /** Throws INVALID for a bad key or TTL, UNAVAILABLE when etcd does not answer. */
@@ -150,7 +158,9 @@ export class EtcdRegistry implements Registry {
       const res = await this.#call('create', (o) =>
         this.#client.kv.txn(
           {
-            compare: [{ key: k, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
+            compare: [
+              { key: k, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 },
+            ],
             success: [{ request_put: { key: k, value: Buffer.from(value), lease: lease.id } }],
             failure: [{ request_range: { key: k } }],
           },
@@ -180,7 +190,12 @@ export class EtcdRegistry implements Registry {
         this.#client.kv.txn(
           {
             compare: [
-              { key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: opts.ifRevision },
+              {
+                key: k,
+                target: CompareTarget.Mod,
+                result: CompareResult.Equal,
+                mod_revision: opts.ifRevision,
+              },
             ],
             success: [
               { request_range: { key: k } },
@@ -232,7 +247,9 @@ export class EtcdRegistry implements Registry {
       const res = await this.#call('delete', (o) =>
         this.#client.kv.txn(
           {
-            compare: [{ key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: ifRevision }],
+            compare: [
+              { key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: ifRevision },
+            ],
             success: [{ request_delete_range: { key: k, prev_kv: true } }],
           },
           o,
@@ -352,7 +369,9 @@ export class EtcdRegistry implements Registry {
       await Promise.all(
         ids.slice(i, i + TTL_LOOKUP_CONCURRENCY).map(async (id) => {
           const now = Date.now();
-          const r = await this.#call('lease ttl', (o) => this.#client.leaseClient.leaseTimeToLive({ ID: id }, o));
+          const r = await this.#call('lease ttl', (o) =>
+            this.#client.leaseClient.leaseTimeToLive({ ID: id }, o),
+          );
           out.set(id, now + Math.max(0, Number(r.TTL)) * 1000);
         }),
       );
@@ -376,7 +395,13 @@ class EtcdWatch implements Watch {
   #queue: Promise<void> = Promise.resolve();
   #closed = false;
 
-  constructor(reg: EtcdRegistry, prefix: string, after: number, handlers: WatchHandlers, onClose: () => void) {
+  constructor(
+    reg: EtcdRegistry,
+    prefix: string,
+    after: number,
+    handlers: WatchHandlers,
+    onClose: () => void,
+  ) {
     this.#reg = reg;
     this.#prefix = prefix;
     this.#last = after;
@@ -411,7 +436,15 @@ class EtcdWatch implements Watch {
     // Responses are handled one after another (a put may need a lease look-up first), so
     // delivery keeps etcd's order even when a look-up is slow.
     stream.on('data', (res) => {
-      this.#queue = this.#queue.then(() => this.#onResponse(gen, res));
+      this.#queue = this.#queue
+        .then(() => this.#onResponse(gen, res))
+        .catch((e: unknown) => {
+          // A handler threw: surface the caller's bug as embedded's timer would, uncaught,
+          // without breaking the chain (a rejected link would silently stop delivery).
+          setImmediate(() => {
+            throw e;
+          });
+        });
     });
     stream.on('error', (e) => this.#fail(gen, e));
     stream.on('end', () => this.#fail(gen, new Error('watch stream ended')));
@@ -453,7 +486,13 @@ class EtcdWatch implements Watch {
         const revision = rev(ev.kv.mod_revision);
         if (ev.type !== 'Put') return { type: 'delete', key, revision };
         const expiresAt = ttl.get(ev.kv.lease);
-        return { type: 'put', key, value: ev.kv.value.toString(), revision, ...(expiresAt ? { expiresAt } : {}) };
+        return {
+          type: 'put',
+          key,
+          value: ev.kv.value.toString(),
+          revision,
+          ...(expiresAt ? { expiresAt } : {}),
+        };
       });
     if (out.length === 0) return;
     this.#last = out.at(-1)!.revision;

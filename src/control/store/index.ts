@@ -10,7 +10,7 @@
  */
 import * as path from 'node:path';
 import { invalid } from '../../lib/errors.js';
-import { EmbeddedRegistry, type EmbeddedOptions } from './embedded.js';
+import { type EmbeddedOptions, EmbeddedRegistry } from './embedded.js';
 import type { Registry } from './types.js';
 
 export type { KvEntry, PutOptions, Registry, Watch, WatchEvent, WatchHandlers } from './types.js';
@@ -41,7 +41,9 @@ export function parseStoreSpec(spec: string): StoreSpec {
   if (s.startsWith('embedded:')) {
     const p = s.slice('embedded:'.length);
     if (!path.isAbsolute(p) || p.endsWith('/')) {
-      throw invalid(`embedded store needs an absolute file path: "${spec}" (e.g. embedded:/var/lib/weft/store.db)`);
+      throw invalid(
+        `embedded store needs an absolute file path: "${spec}" (e.g. embedded:/var/lib/weft/store.db)`,
+      );
     }
     return { kind: 'embedded', path: path.normalize(p) };
   }
@@ -81,7 +83,9 @@ export function parseStoreSpec(spec: string): StoreSpec {
 export function formatStoreSpec(spec: StoreSpec): string {
   if (spec.kind === 'embedded') return `embedded:${spec.path}`;
   const [first] = spec.endpoints;
-  return first !== undefined && /^[a-z]+:\/\//.test(first) ? spec.endpoints.join(',') : `etcd://${spec.endpoints.join(',')}`;
+  return first !== undefined && /^[a-z]+:\/\//.test(first)
+    ? spec.endpoints.join(',')
+    : `etcd://${spec.endpoints.join(',')}`;
 }
 
 /**
