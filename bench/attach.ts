@@ -186,6 +186,7 @@ async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: nu
   const logFile = path.join(tmp, 'daemon.log');
   const fd = fs.openSync(logFile, 'a');
   const args = [
+    '--max-semi-space-size=2', // as bin/weft.js's shebang starts node
     ...(fs.existsSync(BUILT) ? [BUILT] : ['--import', 'tsx', CLI]),
     'daemon',
     '--state-dir',

@@ -75,7 +75,11 @@ const logsArg = process.argv.indexOf('--keep-logs');
 /** Copy every daemon's log into this folder at the end (e.g. with NODE_OPTIONS=--trace-gc). */
 const KEEP_LOGS = logsArg > 0 ? process.argv[logsArg + 1] : undefined;
 /** Extra node flags for the daemons (repeatable), e.g. --node-flag --trace-gc with --keep-logs. */
-const NODE_FLAGS = process.argv.flatMap((a, i) => (process.argv[i - 1] === '--node-flag' ? [a] : []));
+// The daemons run as bin/weft.js's shebang runs them (--max-semi-space-size=2), plus these.
+const NODE_FLAGS = [
+  '--max-semi-space-size=2',
+  ...process.argv.flatMap((a, i) => (process.argv[i - 1] === '--node-flag' ? [a] : [])),
+];
 const RR_COUNT = 2000;
 const CRR_COUNT = 300;
 const PREFIX = '/weft/network';
