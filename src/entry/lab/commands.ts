@@ -307,6 +307,16 @@ export function addLabCommands(program: Command): void {
 
   nameOpt(
     lab
+      .command('restart-store')
+      .description('restart the lab’s etcd members (watch the daemons keep their leases through the outage)'),
+  ).action(async (o: { name?: string }) => {
+    const { restartStore } = await import('./lab.js');
+    const r = await restartStore(labName(o));
+    out(`etcd restarted (${r.members.join(', ')}) in ${(r.ms / 1000).toFixed(1)} s`);
+  });
+
+  nameOpt(
+    lab
       .command('down')
       .description('remove the lab: processes, namespaces, mounts, state (idempotent; also after crashes)')
       .option('--all', 'every lab on this machine'),

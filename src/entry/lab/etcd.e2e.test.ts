@@ -69,6 +69,38 @@ describe('weft lab on etcd', {
       }
       const r = await check(name);
       assert.equal(r.ok, true, JSON.stringify(r.results.filter((x) => !x.ok)));
+
+      // etcd restarted under running daemons: no lease lost, and the watches resumed (a host
+      // added afterwards is programmed on the others).
+      const before = (await lab.status(name)).hosts.map((h) => `${h.name} ${h.subnet}`);
+      const rs = await lab.restartStore(name);
+      assert.deepEqual(rs.members, ['etcd1']);
+      const after = (await lab.status(name)).hosts.map((h) => `${h.name} ${h.subnet}`);
+      assert.deepEqual(after, before, 'every host keeps its subnet');
+      const again = await lab.exec(
+        name,
+        'host1',
+        undefined,
+        ['weft', 'cluster', 'leases', '--store', up.status.storeSpec, '--json'],
+        {
+          capture: true,
+          timeoutMs: 30_000,
+        },
+      );
+      const leased = (JSON.parse(again.stdout) as { subnet: string }[]).map((l) => l.subnet).sort();
+      assert.deepEqual(
+        leased,
+        up.status.hosts.map((h) => h.subnet!).sort(),
+        'the leases are all still in etcd',
+      );
+      const h3 = await lab.addHost(name);
+      const r2 = await check(name);
+      assert.equal(r2.ok, true, JSON.stringify(r2.results.filter((x) => !x.ok)));
+      assert.ok(
+        r2.results.some(
+          (x) => x.kind === 'ip' && JSON.stringify(x).includes(h3.subnet!.replace(/0\/24$/, '')),
+        ),
+      );
     } finally {
       await lab.down(name);
     }

@@ -1019,6 +1019,45 @@ export async function addHost(name: string, lo: LabOptions = {}): Promise<HostSt
 }
 
 /**
+ * Restart the lab's etcd (every member, one after the other, on its own data): to watch the
+ * daemons ride out a store outage and lose no lease. Throws INVALID for a lab on the embedded
+ * store (a file: nothing to restart), NOT_FOUND for an unknown lab, UNAVAILABLE when a member
+ * does not come back healthy.
+ */
+export async function restartStore(
+  name: string,
+  lo: LabOptions = {},
+): Promise<{ members: string[]; ms: number }> {
+  const paths = pathsOf(lo);
+  loadLab(name, lo);
+  return withLock(labDirs(paths, name).state, async () => {
+    const rec = loadLab(name, lo);
+    if (rec.etcd.length === 0) {
+      throw new WeftError(
+        'INVALID',
+        `lab "${name}" uses the embedded store (a file): there is no store process to restart`,
+      );
+    }
+    const t = performance.now();
+    const env = baseEnv(lo, rec.name);
+    const token = `weft-lab-${rec.name}`;
+    for (const m of rec.etcd) {
+      if (m.proc) await killProcesses([m.proc], { graceMs: 3000 });
+      const ns = openNs(paths, name, m.name as Role);
+      try {
+        m.proc = await startMember(ns, m, rec.etcd, token, env);
+        writeRecord(labDirs(paths, name).record, rec);
+        // One at a time, each back before the next goes: a multi-member cluster keeps its quorum.
+        await waitHealthy(ns, m);
+      } finally {
+        ns.ns.close();
+      }
+    }
+    return { members: rec.etcd.map((m) => m.name), ms: Math.round(performance.now() - t) };
+  });
+}
+
+/**
  * Remove a host: it leaves the cluster (its daemon deletes its backend state and its lease, so
  * peers converge), its containers are removed, its daemon stopped, its namespace deleted.
  * Throws NOT_FOUND for an unknown lab or host. Resolves with whether the host left cleanly
