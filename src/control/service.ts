@@ -11,19 +11,28 @@
  * re-registered with their drivers without touching their interfaces, the firewall is re-applied
  * from the recorded state, and sandboxes whose process died are marked exited.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Netns } from '../kernel/netns.js';
 import { conflict, invalid, notFound, WeftError } from '../lib/errors.js';
-import { formatIP, formatIPNet, type IPAddr, networkOf, parseCidr, parseIP, parseIPNet } from '../lib/ip.js';
+import {
+  containsIP,
+  formatIP,
+  formatIPNet,
+  type IPAddr,
+  networkOf,
+  parseCidr,
+  parseIP,
+  parseIPNet,
+} from '../lib/ip.js';
 import { type Logger, nullLogger } from '../lib/log.js';
 import { checkIfName, checkObjectName } from '../lib/names.js';
 import { type Rollback, transaction } from '../lib/rollback.js';
-import type { EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../net/driver.js';
+import type { EndpointInfo, EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../net/driver.js';
 import type { FirewallState, NetworkFw, PortMapping } from '../net/firewall/types.js';
 import { routedPrefixes } from '../net/routed.js';
-import { createSandbox, openSandbox, removeSandbox } from '../net/sandbox.js';
+import { createSandbox, openExternalSandbox, openSandbox, removeSandbox } from '../net/sandbox.js';
 import type { Host } from './host.js';
 import { allocate, canonicalSubnet, checkSubnetFree, type Pool, pickSubnet, release } from './ipam/index.js';
 import { checkPortsFree, parsePortSpec } from './ports.js';
@@ -127,6 +136,50 @@ export interface RunRequest {
   readonly env?: Readonly<Record<string, string>>;
 }
 
+/** An attachment made for a runtime (a CNI ADD, a Docker endpoint): see HostService.attach. */
+export interface AttachRequest {
+  readonly owner: 'cni' | 'docker';
+  /** CNI_CONTAINERID or Docker's endpoint id. */
+  readonly containerId: string;
+  /**
+   * The container's network namespace (CNI_NETNS). Absent: the container end is made in the
+   * daemon's own namespace under `ifname`, left down without addresses, for a runtime that moves
+   * and configures it itself (Docker).
+   */
+  readonly netns?: string;
+  readonly ifname: string;
+  /** Default: the default network. */
+  readonly network?: string;
+  readonly ip?: string;
+  readonly ip6?: string;
+  readonly mac?: string;
+  /** `[HOSTIP:]HOSTPORT:CONTAINERPORT[/PROTO]`, as `weft run -p`. */
+  readonly ports?: readonly string[];
+  readonly aliases?: readonly string[];
+  readonly hostname?: string;
+}
+
+export interface AttachView {
+  readonly owner: 'cni' | 'docker';
+  readonly containerId: string;
+  readonly ifname: string;
+  /** The weft container (sandbox) that holds the attachment: `weft ps` shows it. */
+  readonly container: string;
+  readonly netns: string | null;
+  readonly network: string;
+  readonly networkId: string;
+  readonly bridge: string;
+  readonly hostIfname?: string;
+  readonly hostMac?: string;
+  readonly mac?: string;
+  readonly mtu: number;
+  readonly addresses: string[];
+  readonly gateways: string[];
+  readonly routes: { dst: string; gw?: string }[];
+  readonly dns: { nameservers: string[] };
+  readonly ports: PortRecord[];
+}
+
 export interface ConnectRequest {
   readonly network: string;
   readonly container: string;
@@ -194,7 +247,7 @@ export class HostService {
       for (const s of st.sandboxes()) {
         const alive =
           s.pid !== undefined && s.startTime !== undefined && this.#d.processes.alive(s.pid, s.startTime);
-        if (s.status === 'running' && !alive) {
+        if (s.status === 'running' && !alive && s.netnsMode !== 'external') {
           this.#log.warn('container process is gone; marking it exited', { container: s.name, pid: s.pid });
           st.putSandbox({ ...s, status: 'exited' });
         }
@@ -550,29 +603,13 @@ export class HostService {
 
   remove(name: string, opts: { force?: boolean } = {}): Promise<void> {
     return this.#serial(async () => {
-      const st = this.#d.state;
       const s = this.#sandbox(name);
       const alive = this.#alive(s);
       if (alive && !opts.force) {
         throw conflict(`container "${s.name}" is running: stop it first or use rm -f`, { container: s.name });
       }
       if (alive) await this.#d.processes.stop(s.pid!, s.startTime!, { timeoutMs: 5000 });
-      const eps = st.endpoints({ sandboxId: s.id });
-      const ref = this.#sandboxRef(s);
-      for (const e of eps) {
-        const n = st.network(e.networkId);
-        if (!n) continue;
-        const drv = this.#driver(n.driver);
-        if (ref) await drv.leave(this.#spec(n), this.#epSpec(e), ref);
-        await drv.deleteEndpoint(this.#spec(n), this.#epSpec(e));
-      }
-      ref?.ns.close();
-      if (s.netnsMode === 'own') removeSandbox(this.#d.host.runDir, s.id);
-      st.tx(() => {
-        for (const e of eps) this.#releaseEndpoint(e);
-        st.deleteSandbox(s.id);
-      });
-      fs.rmSync(this.#filesDir(s.id), { recursive: true, force: true });
+      await this.#removeSandboxNow(s);
       await this.#applyFirewall();
       await this.#applyDns();
       this.#log.info('container removed', { container: s.name });
@@ -639,6 +676,265 @@ export class HostService {
     });
   }
 
+  // ---- attachments (CNI, Docker) ------------------------------------------------------------
+
+  /**
+   * Attach a runtime's container to a network: one weft sandbox per (owner, containerId,
+   * ifname), without a process, holding one endpoint; ports are published on it. Idempotent:
+   * an existing attachment is returned as it is.
+   * @throws WeftError INVALID (bad id, interface name, address, port, a network that is not a
+   *   bridge), NOT_FOUND (network, netns), CONFLICT (address or host port taken); nothing is
+   *   left behind on failure.
+   */
+  attach(req: AttachRequest): Promise<AttachView> {
+    return this.#serial(async () => {
+      const st = this.#d.state;
+      checkAttachKey(req.owner, req.containerId);
+      checkIfName(req.ifname, 'interface name');
+      const found = this.#attachment(req.owner, req.containerId, req.ifname);
+      if (found) return this.#attachView(found);
+      const n = this.#network(req.network ?? this.#defaultName());
+      if (n.driver !== 'bridge') {
+        throw invalid(
+          `network "${n.name}" is a ${n.driver} network: attachments are made on bridge networks`,
+        );
+      }
+      if (req.mac !== undefined && !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(req.mac)) {
+        throw invalid(`"${req.mac}" is not a MAC address`, { mac: req.mac });
+      }
+      const ports = (req.ports ?? []).map(parsePortSpec);
+      checkPortsFree(ports, this.#publishedPorts());
+      for (const a of req.aliases ?? []) checkHostname(a);
+      if (req.netns !== undefined) {
+        // Fail before anything is recorded when the namespace is not there.
+        openExternalSandbox('check', req.netns).ns.close();
+      }
+      const id = newId();
+      const name = `${req.owner}-${createHash('sha256').update(`${req.containerId}/${req.ifname}`).digest('hex').slice(0, 12)}`;
+      const hostname = req.hostname ?? name;
+      checkHostname(hostname);
+      const rec: SandboxRecord = {
+        id,
+        name,
+        hostname,
+        cmd: [],
+        env: {},
+        dns: [],
+        addHosts: [],
+        ports,
+        netnsMode: 'external',
+        owner: req.owner,
+        containerId: req.containerId,
+        ...(req.netns !== undefined && { netnsPath: req.netns }),
+        status: 'running',
+        created: new Date().toISOString(),
+      };
+      return await transaction(async (rb) => {
+        rb.push('re-apply firewall and dns', () => this.#reapply());
+        let ep!: EndpointRecord;
+        st.tx(() => {
+          st.putSandbox(rec);
+          const e = this.#newEndpoint(n, id, req.ifname, {
+            ...(req.ip !== undefined && { ip: req.ip }),
+            ...(req.ip6 !== undefined && { ip6: req.ip6 }),
+            aliases: [...(req.aliases ?? [])],
+          });
+          ep = {
+            ...e,
+            ...(req.mac !== undefined && { mac: req.mac }),
+            ...(req.netns === undefined && { bare: true }),
+          };
+          st.putEndpoint(ep);
+        });
+        rb.push('forget attachment', () =>
+          st.tx(() => {
+            this.#releaseEndpoint(ep);
+            st.deleteSandbox(id);
+          }),
+        );
+        const ref = openExternalSandbox(id, req.netns);
+        try {
+          await this.#join(ep, ref, rb);
+        } finally {
+          ref.ns.close();
+        }
+        await this.#applyFirewall();
+        await this.#applyDns();
+        this.#log.info('attached', {
+          owner: req.owner,
+          containerId: req.containerId,
+          ifname: req.ifname,
+          network: n.name,
+        });
+        return this.#attachView(rec);
+      });
+    });
+  }
+
+  /**
+   * Remove attachments of (owner, containerId), one interface or all. Idempotent: unknown ones
+   * are success (removed 0), also when the container's namespace is already gone.
+   */
+  detach(req: { owner: string; containerId: string; ifname?: string }): Promise<{ removed: number }> {
+    return this.#serial(async () => {
+      checkAttachKey(req.owner, req.containerId);
+      const list = this.#d.state
+        .sandboxes()
+        .filter(
+          (s) =>
+            s.netnsMode === 'external' &&
+            s.owner === req.owner &&
+            s.containerId === req.containerId &&
+            (req.ifname === undefined ||
+              this.#d.state.endpoints({ sandboxId: s.id })[0]?.ifname === req.ifname),
+        );
+      for (const s of list) await this.#removeSandboxNow(s);
+      if (list.length > 0) {
+        await this.#applyFirewall();
+        await this.#applyDns();
+        this.#log.info('detached', { owner: req.owner, containerId: req.containerId, removed: list.length });
+      }
+      return { removed: list.length };
+    });
+  }
+
+  /** Every attachment (of one owner). */
+  attachments(owner?: string): AttachView[] {
+    return this.#d.state
+      .sandboxes()
+      .filter((s) => s.netnsMode === 'external' && (owner === undefined || s.owner === owner))
+      .map((s) => this.#attachView(s));
+  }
+
+  /**
+   * Compare an attachment's kernel state with what it should be.
+   * @throws WeftError NOT_FOUND (no such attachment, its namespace is gone), CONFLICT with
+   *   `details.problems` listing each difference.
+   */
+  checkAttachment(req: { owner: string; containerId: string; ifname: string }): Promise<AttachView> {
+    return this.#serial(async () => {
+      checkAttachKey(req.owner, req.containerId);
+      const s = this.#attachment(req.owner, req.containerId, req.ifname);
+      if (!s) throw notFound(`no attachment ${req.owner}/${req.containerId}/${req.ifname}`);
+      const ref = this.#sandboxRef(s);
+      if (!ref) throw notFound(`the network namespace ${s.netnsPath ?? ''} of ${req.containerId} is gone`);
+      try {
+        const e = this.#d.state.endpoints({ sandboxId: s.id })[0];
+        const n = e && this.#d.state.network(e.networkId);
+        if (!e || !n) throw notFound(`attachment ${req.containerId}/${req.ifname} has no endpoint`);
+        const info = this.#driver(n.driver).inspectEndpoint?.(this.#spec(n), this.#epSpec(e), ref);
+        if (info && info.problems.length > 0) {
+          throw new WeftError('CONFLICT', `${req.containerId}/${req.ifname}: ${info.problems.join('; ')}`, {
+            details: { problems: info.problems },
+          });
+        }
+      } finally {
+        ref.ns.close();
+      }
+      return this.#attachView(s);
+    });
+  }
+
+  /** Replace the published ports of an attachment (Docker's ProgramExternalConnectivity). */
+  setAttachmentPorts(req: {
+    owner: string;
+    containerId: string;
+    ports: readonly string[];
+  }): Promise<AttachView[]> {
+    return this.#serial(async () => {
+      checkAttachKey(req.owner, req.containerId);
+      const st = this.#d.state;
+      const list = st
+        .sandboxes()
+        .filter(
+          (s) => s.netnsMode === 'external' && s.owner === req.owner && s.containerId === req.containerId,
+        );
+      if (list.length === 0) throw notFound(`no attachment ${req.owner}/${req.containerId}`);
+      const ports = req.ports.map(parsePortSpec);
+      const ids = new Set(list.map((s) => s.id));
+      checkPortsFree(
+        ports,
+        st
+          .sandboxes()
+          .filter((s) => !ids.has(s.id))
+          .flatMap((s) => s.ports.map((port) => ({ owner: `container "${s.name}"`, port }))),
+      );
+      const before = list.map((s) => ({ ...s }));
+      try {
+        list.forEach((s, i) => {
+          st.putSandbox({ ...s, ports: i === 0 ? ports : [] });
+        });
+        await this.#applyFirewall();
+      } catch (e) {
+        for (const s of before) st.putSandbox(s);
+        await this.#applyFirewall().catch(() => undefined);
+        throw e;
+      }
+      return list.map((s) => this.#attachView(st.sandbox(s.name)!));
+    });
+  }
+
+  #attachment(owner: string, containerId: string, ifname: string): SandboxRecord | undefined {
+    const st = this.#d.state;
+    return st
+      .sandboxes()
+      .find(
+        (s) =>
+          s.netnsMode === 'external' &&
+          s.owner === owner &&
+          s.containerId === containerId &&
+          st.endpoints({ sandboxId: s.id })[0]?.ifname === ifname,
+      );
+  }
+
+  #attachView(s: SandboxRecord): AttachView {
+    const st = this.#d.state;
+    const e = st.endpoints({ sandboxId: s.id })[0];
+    const n = e && st.network(e.networkId);
+    if (!e || !n) throw new WeftError('INTERNAL', `attachment ${s.name} has no endpoint`);
+    let info: EndpointInfo | undefined;
+    const ref = this.#sandboxRef(s);
+    if (ref) {
+      try {
+        info = this.#driver(n.driver).inspectEndpoint?.(this.#spec(n), this.#epSpec(e), ref);
+      } finally {
+        ref.ns.close();
+      }
+    }
+    const spec = this.#spec(n);
+    const gateways = e.addresses.map((a) => {
+      const ip = parseIPNet(a).ip;
+      return formatIP(
+        (
+          spec.subnets.find((x) => x.subnet.ip.family === ip.family && containsIP(x.subnet, ip)) ??
+          spec.subnets[0]!
+        ).gateway,
+      );
+    });
+    const nameservers = n.dns
+      ? gateways.filter((g) => !g.includes(':')).slice(0, 1)
+      : this.#d.dns.upstreams();
+    return {
+      owner: s.owner!,
+      containerId: s.containerId!,
+      ifname: e.ifname,
+      container: s.name,
+      netns: s.netnsPath ?? null,
+      network: n.name,
+      networkId: n.id,
+      bridge: n.bridge,
+      ...(info?.hostIfname !== undefined && { hostIfname: info.hostIfname }),
+      ...(info?.hostMac !== undefined && { hostMac: info.hostMac }),
+      ...((info?.mac ?? e.mac) !== undefined && { mac: (info?.mac ?? e.mac)! }),
+      mtu: n.mtu,
+      addresses: [...e.addresses],
+      gateways,
+      routes: n.internal ? [] : gateways.map((gw) => ({ dst: gw.includes(':') ? '::/0' : '0.0.0.0/0', gw })),
+      dns: { nameservers },
+      ports: [...s.ports],
+    };
+  }
+
   /** Path of a container's log file (for `weft logs`). */
   logPath(name: string): string {
     return path.join(this.#filesDir(this.#sandbox(name).id), 'output.log');
@@ -672,6 +968,31 @@ export class HostService {
     return s;
   }
 
+  /** Endpoints left and deleted, addresses released, namespace pin and files removed, records gone. */
+  async #removeSandboxNow(s: SandboxRecord): Promise<void> {
+    const st = this.#d.state;
+    const eps = st.endpoints({ sandboxId: s.id });
+    const ref = this.#sandboxRef(s);
+    try {
+      for (const e of eps) {
+        const n = st.network(e.networkId);
+        if (!n) continue;
+        const drv = this.#driver(n.driver);
+        // Leave removes the host veth even when the container's namespace is gone.
+        await drv.leave(this.#spec(n), this.#epSpec(e), ref ?? { id: s.id, ns: this.#d.host.ns });
+        await drv.deleteEndpoint(this.#spec(n), this.#epSpec(e));
+      }
+    } finally {
+      ref?.ns.close();
+    }
+    if (s.netnsMode === 'own') removeSandbox(this.#d.host.runDir, s.id);
+    st.tx(() => {
+      for (const e of eps) this.#releaseEndpoint(e);
+      st.deleteSandbox(s.id);
+    });
+    fs.rmSync(this.#filesDir(s.id), { recursive: true, force: true });
+  }
+
   #alive(s: SandboxRecord): boolean {
     return s.pid !== undefined && s.startTime !== undefined && this.#d.processes.alive(s.pid, s.startTime);
   }
@@ -679,6 +1000,7 @@ export class HostService {
   #sandboxRef(s: SandboxRecord): (SandboxRef & { ns: Netns }) | undefined {
     if (s.netnsMode === 'host') return undefined;
     try {
+      if (s.netnsMode === 'external') return openExternalSandbox(s.id, s.netnsPath);
       return openSandbox(this.#d.host.runDir, s.id);
     } catch (e) {
       if (e instanceof WeftError && e.code === 'NOT_FOUND') return undefined;
@@ -728,6 +1050,7 @@ export class HostService {
       addresses: e.addresses.map((a) => parseIPNet(a)),
       ifname: e.ifname,
       ...(e.mac !== undefined && { mac: e.mac }),
+      ...(e.bare && { bare: true }),
     };
   }
 
@@ -849,7 +1172,7 @@ export class HostService {
           const s = sandboxes.get(e.sandboxId);
           // Ports are published on the container's first network (eth0), as Docker does.
           const ports: PortMapping[] =
-            s && e.ifname === 'eth0'
+            s && (e.ifname === 'eth0' || s.netnsMode === 'external')
               ? s.ports.map((p) => ({
                   proto: p.proto,
                   hostIp: p.hostIp === undefined ? undefined : parseIP(p.hostIp),
@@ -906,7 +1229,8 @@ export class HostService {
 
   #containerView(s: SandboxRecord): ContainerView {
     const st = this.#d.state;
-    const status = s.status === 'running' && !this.#alive(s) ? 'exited' : s.status;
+    const status =
+      s.status === 'running' && s.netnsMode !== 'external' && !this.#alive(s) ? 'exited' : s.status;
     return {
       ...s,
       status,
@@ -921,6 +1245,7 @@ export class HostService {
           aliases: [...e.aliases],
         })),
       ...(s.netnsMode === 'own' && { netnsPath: path.join(this.#d.host.runDir, 'netns', s.id) }),
+      ...(s.netnsMode === 'external' && s.netnsPath !== undefined && { netnsPath: s.netnsPath }),
     };
   }
 }
@@ -931,6 +1256,17 @@ const HOSTNAME_RE =
   /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
 function checkHostname(h: string): void {
   if (!HOSTNAME_RE.test(h)) throw invalid(`"${h}" is not a valid hostname (RFC 1123)`, { hostname: h });
+}
+
+const ATTACH_ID_RE = /^[A-Za-z0-9_.-]{1,128}$/;
+function checkAttachKey(owner: string, containerId: string): void {
+  if (owner !== 'cni' && owner !== 'docker')
+    throw invalid(`unknown attachment owner "${owner}" (cni or docker)`);
+  if (!ATTACH_ID_RE.test(containerId)) {
+    throw invalid(`"${containerId}" is not a valid container id (1-128 of A-Z a-z 0-9 _ . -)`, {
+      containerId,
+    });
+  }
 }
 
 function parseAddHost(s: string): { name: string; ip: string } {

@@ -53,8 +53,16 @@ export interface SandboxRecord {
   readonly dns: readonly string[];
   readonly addHosts: readonly { name: string; ip: string }[];
   readonly ports: readonly PortRecord[];
-  /** 'host' when the sandbox shares the host's network namespace. */
-  readonly netnsMode: 'own' | 'host';
+  /**
+   * 'host' when the sandbox shares the host's network namespace; 'external' for an attachment
+   * (CNI, Docker): a namespace weft did not make (`netnsPath`), or none yet (Docker moves a bare
+   * interface itself), and no process of weft's.
+   */
+  readonly netnsMode: 'own' | 'host' | 'external';
+  /** External sandboxes: who attached it, their container id, the namespace path. */
+  readonly owner?: 'cni' | 'docker';
+  readonly containerId?: string;
+  readonly netnsPath?: string;
   readonly pid?: number;
   readonly startTime?: string;
   readonly status: 'created' | 'running' | 'exited';
@@ -70,6 +78,8 @@ export interface EndpointRecord {
   readonly addresses: readonly string[];
   readonly mac?: string;
   readonly aliases: readonly string[];
+  /** Plumbed only, for a runtime that configures it itself (see EndpointSpec.bare). */
+  readonly bare?: boolean;
 }
 
 const SCHEMA = `

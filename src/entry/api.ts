@@ -10,12 +10,21 @@
  *   GET    /v1/containers                    POST /v1/containers          {name, cmd, networks, ports, …}
  *   GET    /v1/containers/:name              DELETE /v1/containers/:name?force=1
  *   POST   /v1/containers/:name/stop         GET /v1/containers/:name/logs?tail=N
+ *   GET    /v1/attachments?owner=            POST /v1/attachments          {owner, containerId, netns?, ifname, …}
+ *   DELETE /v1/attachments/:owner/:id?ifname=   POST /v1/attachments/check {owner, containerId, ifname}
+ *   PUT    /v1/attachments/:owner/:id/ports  {ports: [...]}            (CNI plugin, Docker plugin)
  *   GET    /v1/cluster                       POST /v1/cluster/leave        (overlay hosts)
  *   POST   /v1/cluster/resync
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import type { ConnectRequest, CreateNetworkRequest, HostService, RunRequest } from '../control/service.js';
+import type {
+  AttachRequest,
+  ConnectRequest,
+  CreateNetworkRequest,
+  HostService,
+  RunRequest,
+} from '../control/service.js';
 import { invalid, WeftError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { errorBody } from './edge.js';
@@ -74,6 +83,25 @@ export function createApiServer(opts: ApiOptions): http.Server {
     await cluster().resync();
     return { resynced: true };
   });
+  route('GET', '/v1/attachments', (_p, _b, q) => svc().attachments(q.get('owner') ?? undefined));
+  route('POST', '/v1/attachments', (_p, b) => svc().attach(object<AttachRequest>(b)));
+  route('POST', '/v1/attachments/check', (_p, b) =>
+    svc().checkAttachment(object<{ owner: string; containerId: string; ifname: string }>(b)),
+  );
+  route('DELETE', '/v1/attachments/:owner/:id', (p, _b, q) =>
+    svc().detach({
+      owner: decodeURIComponent(p.owner!),
+      containerId: decodeURIComponent(p.id!),
+      ...(q.get('ifname') !== null && { ifname: q.get('ifname')! }),
+    }),
+  );
+  route('PUT', '/v1/attachments/:owner/:id/ports', (p, b) =>
+    svc().setAttachmentPorts({
+      owner: decodeURIComponent(p.owner!),
+      containerId: decodeURIComponent(p.id!),
+      ports: object<{ ports: string[] }>(b).ports ?? [],
+    }),
+  );
   route('GET', '/v1/networks', () => svc().networks());
   route('POST', '/v1/networks', (_p, b) => svc().createNetwork(object<CreateNetworkRequest>(b)));
   route('GET', '/v1/networks/:name', (p) => svc().network(p.name!));

@@ -49,6 +49,22 @@ export interface EndpointSpec {
   readonly mac?: string;
   /** Interface name inside the sandbox: eth0, eth1, … */
   readonly ifname: string;
+  /**
+   * Plumb the interface only (MAC, MTU), no addresses, no routes, left down: for a runtime that
+   * moves and configures it itself (Docker's remote driver API). Bridge driver only.
+   */
+  readonly bare?: boolean;
+}
+
+/** What the kernel has of a joined endpoint (for CNI results and CHECK). */
+export interface EndpointInfo {
+  /** The host side of the endpoint (a veth end on the bridge), if it has one. */
+  readonly hostIfname?: string;
+  readonly hostMac?: string;
+  /** MAC of the sandbox interface. */
+  readonly mac?: string;
+  /** Everything that differs from what the endpoint should be; empty when all is in place. */
+  readonly problems: readonly string[];
 }
 
 /** A sandbox as a driver sees it: its id and a handle on its network namespace. */
@@ -71,4 +87,6 @@ export interface NetworkDriver {
   join(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void>;
   /** Unplumb the endpoint from the sandbox (idempotent). */
   leave(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void>;
+  /** Read back a joined endpoint's kernel state and compare it with the spec (optional). */
+  inspectEndpoint?(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): EndpointInfo;
 }

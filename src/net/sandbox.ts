@@ -49,3 +49,13 @@ export function openSandbox(runDir: string, id: string): Sandbox {
 export function removeSandbox(runDir: string, id: string): void {
   Netns.remove(sandboxPath(runDir, id));
 }
+
+/**
+ * A sandbox whose namespace someone else made (a CNI runtime's netns path), or, without a path,
+ * this process's own namespace (where a bare endpoint waits for its runtime to move it). The
+ * handle is the caller's to close. Throws NOT_FOUND when the path does not exist.
+ */
+export function openExternalSandbox(id: string, netnsPath: string | undefined): Sandbox {
+  const p = netnsPath ?? '/proc/self/ns/net';
+  return { id, ns: Netns.open(p), path: p };
+}

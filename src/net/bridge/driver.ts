@@ -24,8 +24,8 @@
 import type { NetHandle } from '../../kernel/handle.js';
 import { notFound } from '../../lib/errors.js';
 import { transaction } from '../../lib/rollback.js';
-import type { EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../driver.js';
-import { plumbEndpoint } from './endpoint.js';
+import type { EndpointInfo, EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../driver.js';
+import { inspectPlumbed, plumbEndpoint } from './endpoint.js';
 import {
   ensureBridge,
   ensureForwarding,
@@ -190,6 +190,10 @@ export class BridgeDriver implements NetworkDriver {
     this.#host.links.delete(hostVethName(ep));
     const st = this.#nets.get(net.id);
     if (st?.joined.has(ep.id)) await this.#leaveState(st, ep);
+  }
+
+  inspectEndpoint(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): EndpointInfo {
+    return inspectPlumbed(this.#host, net, ep, sandbox);
   }
 
   /** The firewall hook's input as it stands. */

@@ -10,13 +10,15 @@
  *   addresses    each endpoint address (IPv6 with nodad), interface up
  *   defaultRoute via the network's gateway, per family, when the sandbox has none yet (the
  *                first interface gets it) and the network is not internal
+ * A `bare` endpoint stops after setMac: the runtime (Docker) moves it, brings it up and gives
+ * it its addresses and routes.
  * Any failure unwinds: deleting the host end takes the peer along, so nothing is half-made.
  */
 import { randomBytes } from 'node:crypto';
 import { type NetHandle, openHandle } from '../../kernel/handle.js';
 import { formatIP } from '../../lib/ip.js';
 import type { Rollback } from '../../lib/rollback.js';
-import type { EndpointSpec, NetworkSpec, SandboxRef } from '../driver.js';
+import type { EndpointInfo, EndpointSpec, NetworkSpec, SandboxRef } from '../driver.js';
 import { hostVethName, subnetFor } from './setup.js';
 
 /** A temporary, unique interface name for a peer before its rename (`wtmp` + 8 hex chars). */
@@ -56,6 +58,8 @@ export function plumbEndpoint(
   const sb = openHandle(sandbox.ns);
   sb.links.rename(tmp, ep.ifname);
   if (ep.mac !== undefined) sb.links.setMac(ep.ifname, ep.mac);
+  // A bare endpoint is for a runtime that moves and configures the interface itself (Docker).
+  if (ep.bare) return { hostIf, defaultRoutes: [] };
   sb.links.setUp(ep.ifname);
   for (const a of ep.addresses) sb.addrs.add(ep.ifname, a, a.ip.family === 6 ? { noDad: true } : {});
 
@@ -70,4 +74,54 @@ export function plumbEndpoint(
     }
   }
   return { hostIf, defaultRoutes };
+}
+
+/**
+ * Read back a joined endpoint and list what differs from its spec: the host end on the bridge
+ * and up, the sandbox interface with the endpoint's addresses, up, and (unless the network is
+ * internal) a default route via the gateway per family. Never throws for missing pieces: they
+ * are problems. A bare endpoint is checked on the host side only.
+ */
+export function inspectPlumbed(
+  host: NetHandle,
+  net: NetworkSpec,
+  ep: EndpointSpec,
+  sandbox: SandboxRef,
+): EndpointInfo {
+  const problems: string[] = [];
+  const hostIfname = hostVethName(ep);
+  const hl = host.links.find(hostIfname);
+  const bridge = host.links.find(net.bridge);
+  if (!hl) problems.push(`host veth ${hostIfname} is missing`);
+  else {
+    if (!bridge || hl.masterIndex !== bridge.index)
+      problems.push(`host veth ${hostIfname} is not on bridge ${net.bridge}`);
+    if (!hl.up) problems.push(`host veth ${hostIfname} is down`);
+  }
+  if (ep.bare) return { hostIfname, ...(hl?.mac && { hostMac: hl.mac }), problems };
+  const sb = openHandle(sandbox.ns);
+  const l = sb.links.find(ep.ifname);
+  if (!l) {
+    problems.push(`interface ${ep.ifname} is missing in the container`);
+    return { hostIfname, ...(hl?.mac && { hostMac: hl.mac }), problems };
+  }
+  if (!l.up) problems.push(`interface ${ep.ifname} is down`);
+  if (ep.mac !== undefined && l.mac?.toLowerCase() !== ep.mac.toLowerCase()) {
+    problems.push(`interface ${ep.ifname} has MAC ${l.mac}, not ${ep.mac}`);
+  }
+  const have = sb.addrs.list({ dev: ep.ifname }).map((a) => `${formatIP(a.ipnet.ip)}/${a.ipnet.len}`);
+  for (const a of ep.addresses) {
+    const want = `${formatIP(a.ip)}/${a.len}`;
+    if (!have.includes(want)) problems.push(`address ${want} is missing on ${ep.ifname}`);
+  }
+  if (!net.internal) {
+    for (const a of ep.addresses) {
+      const gw = formatIP(subnetFor(net, a).gateway);
+      const def = sb.routes.list({ family: a.ip.family, dst: 'default' });
+      if (!def.some((r) => r.gateway && formatIP(r.gateway) === gw)) {
+        problems.push(`no IPv${a.ip.family} default route via ${gw} in the container`);
+      }
+    }
+  }
+  return { hostIfname, ...(hl?.mac && { hostMac: hl.mac }), ...(l.mac && { mac: l.mac }), problems };
 }
