@@ -8,8 +8,13 @@
  * than a command per rule (../../shared/design/NODE-KERNEL-NOTES.md). nft's complaint becomes a
  * typed error carrying its message, line and column. Every run has a timeout, after which the
  * process is killed by pid.
+ *
+ * Where libnftables is installed (it is, with Debian's nftables) the same scripts run in-process
+ * through it instead (./libnft.ts): the same parser, the same one-transaction batch, the same
+ * error text, ~20 ms less per call; `bin` set explicitly or WEFT_NFT_SPAWN forces the process.
  */
 import { WeftError } from '../lib/errors.js';
+import * as libnft from './libnft.js';
 import type { Netns } from './netns.js';
 import { runTool, type ToolResult } from './run.js';
 
@@ -100,12 +105,14 @@ function checkName(name: string, what: string): string {
 export class Nft {
   readonly #bin: string;
   readonly #timeoutMs: number;
+  readonly #inProcess: boolean;
 
   constructor(
     private readonly ns: Netns,
     opts: NftOptions = {},
   ) {
     this.#bin = opts.bin ?? 'nft';
+    this.#inProcess = opts.bin === undefined && libnft.available();
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     if (!Number.isInteger(this.#timeoutMs) || this.#timeoutMs <= 0) {
       throw new WeftError('INVALID', `nft timeout must be a positive integer of ms, not ${opts.timeoutMs}`);
@@ -169,6 +176,14 @@ export class Nft {
 
   /** Run nft inside the namespace with a time limit; the process is killed by pid after it. */
   async #run(args: readonly string[], stdin?: string): Promise<ToolResult> {
+    if (this.#inProcess) {
+      // Same command, as one buffer: `-f -` runs stdin; `-j list …` lists as JSON.
+      const json = args[0] === '-j';
+      const script = args[0] === '-f' ? (stdin ?? '') : args.slice(json ? 1 : 0).join(' ');
+      return this.ns.run(() =>
+        libnft.runBuffer(script, { outputFlags: json ? libnft.NFT_OUTPUT_JSON : 0, file: args[0] === '-f' }),
+      );
+    }
     const r = await runTool(this.ns, this.#bin, args, stdin, this.#timeoutMs);
     if (!r) throw new WeftError('UNSUPPORTED', `${this.#bin} is not installed (apt-get install nftables)`);
     return r;
