@@ -20,6 +20,12 @@ declare -A pkgs=(
   [tcpdump]=tcpdump [curl]=curl [nsenter]=util-linux [unshare]=util-linux
   # the etcd store's tests and `weft lab --store etcd`
   [etcd]=etcd-server
+  # the Docker plugin's real-client test: Debian's dockerd 20.10 (with containerd, runc), started
+  # only by the test inside its own namespaces; the guard below keeps the package from starting it
+  [dockerd]=docker.io
+  # the CNI plugin's real-client test: Debian's podman 4.3 with its CNI backend and runc (crun
+  # refuses these machines' cgroup layout); podman has no service of its own to start
+  [podman]=podman [runc]=runc
   # better-sqlite3 is compiled at npm install time (node-gyp)
   [g++]=g++ [make]=make [python3]=python3
 )

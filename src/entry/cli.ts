@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { asWeftError } from '../lib/errors.js';
 import { addClusterCommands } from './cluster-commands.js';
+import { addCniCommands } from './cni/install.js';
 import { addCommands } from './commands.js';
 import { exitStatus } from './edge.js';
 import { addLabCommands } from './lab/commands.js';
@@ -56,6 +57,7 @@ export function buildCli(): Command {
   addCommands(program);
   addClusterCommands(program);
   addLabCommands(program);
+  addCniCommands(program);
   return program;
 }
 
