@@ -93,6 +93,10 @@ export function addCommands(program: Command): void {
     .option('--etcd-cafile <path>', 'TLS CA for etcd')
     .option('--etcd-certfile <path>', 'TLS client certificate for etcd')
     .option('--etcd-keyfile <path>', 'TLS client key for etcd')
+    .option(
+      '--docker-plugin [path]',
+      'serve the Docker network and IPAM plugin (default /run/docker/plugins/weft.sock)',
+    )
     .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(['debug', 'info', 'warn', 'error'])
@@ -119,6 +123,7 @@ export function addCommands(program: Command): void {
           etcdCafile?: string;
           etcdCertfile?: string;
           etcdKeyfile?: string;
+          dockerPlugin?: string | true;
         },
         cmd: Command,
       ) => {
@@ -142,6 +147,9 @@ export function addCommands(program: Command): void {
           ...(o.etcdCafile !== undefined && { etcdCaFile: o.etcdCafile }),
           ...(o.etcdCertfile !== undefined && { etcdCertFile: o.etcdCertfile }),
           ...(o.etcdKeyfile !== undefined && { etcdKeyFile: o.etcdKeyfile }),
+          ...(o.dockerPlugin !== undefined && {
+            dockerPluginSocket: o.dockerPlugin === true ? '/run/docker/plugins/weft.sock' : o.dockerPlugin,
+          }),
         });
       },
     );

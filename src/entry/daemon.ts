@@ -42,6 +42,7 @@ import { MacvlanDriver } from '../net/macvlan/driver.js';
 import { NoneDriver } from '../net/none/driver.js';
 import { processAlive, startProcess, stopProcess } from '../net/process.js';
 import { createApiServer } from './api.js';
+import { type DockerPlugin, startDockerPlugin } from './docker/plugin.js';
 
 export interface DaemonOptions extends HostOptions {
   logLevel?: Level;
@@ -67,6 +68,8 @@ export interface DaemonOptions extends HostOptions {
   etcdCaFile?: string;
   etcdCertFile?: string;
   etcdKeyFile?: string;
+  /** Serve the Docker network and IPAM plugin on this socket (e.g. /run/docker/plugins/weft.sock). */
+  dockerPluginSocket?: string;
 }
 
 /** The backends this build has: the explicit registry ARCHITECTURE.md asks for. */
@@ -183,6 +186,7 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
   let registry: Registry | undefined;
   let state: HostState | undefined;
   let dns: DnsManager | undefined;
+  let docker: DockerPlugin | undefined;
   try {
     // The cluster first: the default network depends on the lease.
     if (opts.store !== undefined) {
@@ -271,6 +275,16 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
     service = svc;
     phase = 'starting the backend';
     await cluster?.run();
+    if (opts.dockerPluginSocket !== undefined) {
+      phase = 'starting the Docker plugin';
+      docker = await startDockerPlugin({
+        socketPath: opts.dockerPluginSocket,
+        service: svc,
+        stateDir: host.stateDir,
+        ns: host.ns,
+        log: log.child({ component: 'docker' }),
+      });
+    }
   } catch (e) {
     server.close();
     server.closeAllConnections();
@@ -291,6 +305,7 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
     server,
     async close() {
       ready = false;
+      await docker?.close();
       await new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();
       d.close();

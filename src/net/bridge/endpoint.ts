@@ -98,8 +98,17 @@ export function inspectPlumbed(
       problems.push(`host veth ${hostIfname} is not on bridge ${net.bridge}`);
     if (!hl.up) problems.push(`host veth ${hostIfname} is down`);
   }
-  if (ep.bare) return { hostIfname, ...(hl?.mac && { hostMac: hl.mac }), problems };
   const sb = openHandle(sandbox.ns);
+  if (ep.bare) {
+    // Until its runtime moves it, the interface waits in `sandbox` (the daemon's namespace).
+    const waiting = sb.links.find(ep.ifname);
+    return {
+      hostIfname,
+      ...(hl?.mac && { hostMac: hl.mac }),
+      ...(waiting?.mac && { mac: waiting.mac }),
+      problems,
+    };
+  }
   const l = sb.links.find(ep.ifname);
   if (!l) {
     problems.push(`interface ${ep.ifname} is missing in the container`);
