@@ -42,7 +42,14 @@ import { type Logger, nullLogger } from '../../lib/log.js';
 import { type Rollback, transaction } from '../../lib/rollback.js';
 import { type IptablesBatch, type IptablesSaved, renderIptables, renderIptablesRemoval } from './iptables.js';
 import { type Plan, type PlannedPort, planFirewall } from './plan.js';
-import { renderRemoval, renderTables, requiredSysctls, type Sysctl } from './render.js';
+import {
+  renderRemoval,
+  renderRuleUpdate,
+  renderTable,
+  renderTables,
+  requiredSysctls,
+  type Sysctl,
+} from './render.js';
 import type { FirewallState } from './types.js';
 
 export type FirewallTool =
@@ -202,11 +209,26 @@ export class HostFirewall {
     // Everything that validates input comes before the first change.
     const plan = planFirewall(state);
     const tables = renderTables(state);
+    const update = renderRuleUpdate(state);
     const sysctls = requiredSysctls(state);
     const prev = this.#last;
     await transaction(async (rb) => {
       for (const s of sysctls) this.#ensureSysctl(s, rb);
-      await this.#nft.apply(tables);
+      // Rules only when weft's table was applied before (chains in place): no hook is
+      // registered again. Anything missing (drift, a first start) gets the whole table.
+      let done = false;
+      if (!repair && prev && update !== '' && renderTable(prev.state) !== '') {
+        done = await this.#nft.apply(update).then(
+          () => true,
+          (e) => {
+            this.#log.info('rules-only firewall update refused; applying the whole table', {
+              error: String(e),
+            });
+            return false;
+          },
+        );
+      }
+      if (!done) await this.#nft.apply(tables);
       rb.push('restore the previous nft table', () =>
         this.#nft.apply(prev ? renderTables(prev.state) : renderRemoval()),
       );

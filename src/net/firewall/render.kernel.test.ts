@@ -14,7 +14,7 @@ import { type Bed, type BedNs, bed, needsRoot, RUN_ID } from '../../../test/bed.
 import { formatIP, parseIP, parseIPNet } from '../../lib/ip.js';
 import { chainRules, ep, net, port } from './fixtures.test.js';
 import { type IptablesSaved, renderIptables, renderIptablesRemoval } from './iptables.js';
-import { renderRemoval, renderTable, renderTables, requiredSysctls } from './render.js';
+import { renderRemoval, renderRuleUpdate, renderTable, renderTables, requiredSysctls } from './render.js';
 import type { FirewallState } from './types.js';
 
 let fileCounter = 0;
@@ -99,6 +99,11 @@ describe('firewall rendering against the kernel', needsRoot, () => {
       ],
     };
     await nft(b, host, renderTables(overlay));
+    assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(overlay));
+    // The rules-only update (no base chain declared again) gives exactly the full table's result.
+    await nft(b, host, renderRuleUpdate(rich));
+    assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(rich));
+    await nft(b, host, renderRuleUpdate(overlay));
     assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(overlay));
   });
 

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import type { WeftError } from '../../lib/errors.js';
 import { parseIP, parseIPNet } from '../../lib/ip.js';
 import { chainRules, ep, net, port } from './fixtures.test.js';
-import { renderRemoval, renderTable, renderTables, requiredSysctls } from './render.js';
+import { renderRemoval, renderRuleUpdate, renderTable, renderTables, requiredSysctls } from './render.js';
 import type { FirewallState } from './types.js';
 
 const HEADER = 'table inet weft\ndelete table inet weft\n';
@@ -297,6 +297,30 @@ table inet weft {
       }
     }
   });
+});
+
+test('renderRuleUpdate: flushes and refills the five chains, declares none; nothing for no networks', () => {
+  const state: FirewallState = {
+    networks: [
+      net('n1', 'br-n1', ['10.0.0.1/24'], { endpoints: [ep('e1', ['10.0.0.2'], [port('tcp', 8080, 80)])] }),
+    ],
+  };
+  const lines = renderRuleUpdate(state).trim().split('\n');
+  assert.deepEqual(lines.slice(0, 5), [
+    'flush chain inet weft prerouting',
+    'flush chain inet weft output',
+    'flush chain inet weft published',
+    'flush chain inet weft postrouting',
+    'flush chain inet weft forward',
+  ]);
+  assert.ok(lines.slice(5).every((l) => l.startsWith('add rule inet weft ')));
+  assert.ok(
+    lines.includes(
+      'add rule inet weft published meta nfproto ipv4 tcp dport 8080 dnat ip to 10.0.0.2:80 comment "net n1 ep e1: tcp 8080 -> 80"',
+    ),
+  );
+  assert.ok(!/hook|chain \w+ \{/.test(renderRuleUpdate(state)), 'no chain is declared');
+  assert.equal(renderRuleUpdate({ networks: [] }), '');
 });
 
 test('test builders: port() and chainRules()', () => {
