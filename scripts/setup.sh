@@ -26,6 +26,8 @@ declare -A pkgs=(
   # the CNI plugin's real-client test: Debian's podman 4.3 with its CNI backend and runc (crun
   # refuses these machines' cgroup layout); podman has no service of its own to start
   [podman]=podman [runc]=runc
+  # the `weft ui` page's end-to-end test drives Debian's headless Chromium (playwright-core)
+  [chromium]=chromium
   # better-sqlite3 is compiled at npm install time (node-gyp)
   [g++]=g++ [make]=make [python3]=python3
 )

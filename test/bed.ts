@@ -121,3 +121,10 @@ export function bed(t: TestContext): Bed {
 
 /** Options for tests that need root (all kernel tests): skipped with a reason otherwise. */
 export const needsRoot = { skip: isRoot() ? false : 'needs root (kernel test)' } as const;
+
+/** A lab name for a test: carries the run id (the leftover check finds what it leaves), ≤ 12 characters. */
+export function testLabName(suffix: string): string {
+  const n = `wt-${RUN_ID}-${suffix}`;
+  if (n.length > 12) throw new Error(`lab name ${n} is too long (12 characters at most)`);
+  return n;
+}

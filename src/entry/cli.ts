@@ -11,6 +11,8 @@ import { addCniCommands } from './cni/install.js';
 import { addCommands } from './commands.js';
 import { exitStatus } from './edge.js';
 import { addLabCommands } from './lab/commands.js';
+import { addTraceCommand } from './trace/command.js';
+import { addUiCommands } from './ui/commands.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -58,6 +60,8 @@ export function buildCli(): Command {
   addClusterCommands(program);
   addLabCommands(program);
   addCniCommands(program);
+  addTraceCommand(program);
+  addUiCommands(program);
   return program;
 }
 

@@ -97,6 +97,7 @@ export const IFLA = {
   MASTER: 10,
   PROTINFO: 12,
   TXQLEN: 13,
+  STATS64: 23,
   OPERSTATE: 16,
   LINKINFO: 18,
   NET_NS_PID: 19,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { formatIP, type IPAddr, parseIP } from '../lib/ip.js';
-import { type Attr, type Attrs, a, formatMac } from './attr.js';
+import { type Attr, type Attrs, a, formatMac, LITTLE_ENDIAN } from './attr.js';
 import {
   AF,
   IFF,
@@ -20,6 +20,7 @@ import {
   blankIfInfo,
   creatableKinds,
   decodeLink,
+  decodeStats64,
   encodeNewLink,
   type Link,
   type MacvlanMode,
@@ -268,6 +269,7 @@ interface Shape {
   txqlen?: number;
   kind?: string;
   data?: Attr[];
+  stats?: Uint8Array;
 }
 
 /** An RTM_NEWLINK as a dump would return it, through the wire and back. */
@@ -280,6 +282,7 @@ function kernelLink(s: Shape): Link {
   if (s.master !== undefined) attrs.push(a.u32(IFLA.MASTER, s.master));
   if (s.link !== undefined) attrs.push(a.u32(IFLA.LINK, s.link));
   if (s.netnsid !== undefined) attrs.push(a.s32(IFLA.LINK_NETNSID, s.netnsid));
+  if (s.stats !== undefined) attrs.push(a.bytes(IFLA.STATS64, s.stats));
   if (s.mac !== undefined) attrs.push(a.mac(IFLA.ADDRESS, s.mac), a.mac(IFLA.BROADCAST, 'ff:ff:ff:ff:ff:ff'));
   if (s.kind !== undefined) {
     const info: Attr[] = [a.str(IFLA_INFO.KIND, s.kind)];
@@ -472,5 +475,30 @@ describe('decodeLink', () => {
         },
       ),
     );
+  });
+});
+
+describe('IFLA_STATS64', () => {
+  test('decodeLink reads the first counters of struct rtnl_link_stats64; absent or short: none', () => {
+    // 24 u64 counters as the kernel sends them; the first eight are read.
+    const b = new Uint8Array(24 * 8);
+    const dv = new DataView(b.buffer);
+    [5, 7, 500, 700, 1, 2, 3, 4, 99].forEach((v, i) => {
+      dv.setBigUint64(i * 8, BigInt(v), LITTLE_ENDIAN);
+    });
+    const l = kernelLink({ name: 'eth0', kind: 'veth', stats: b });
+    assert.deepEqual(l.stats, {
+      rxPackets: 5,
+      txPackets: 7,
+      rxBytes: 500,
+      txBytes: 700,
+      rxErrors: 1,
+      txErrors: 2,
+      rxDropped: 3,
+      txDropped: 4,
+    });
+    assert.equal(kernelLink({ name: 'eth0', kind: 'veth' }).stats, undefined);
+    assert.equal('stats' in kernelLink({ name: 'eth0' }), false);
+    assert.equal(decodeStats64(new Uint8Array(16)), undefined);
   });
 });

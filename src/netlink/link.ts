@@ -6,7 +6,7 @@
  */
 
 import type { IPAddr } from '../lib/ip.js';
-import { type Attr, type Attrs, a } from './attr.js';
+import { type Attr, type Attrs, a, LITTLE_ENDIAN } from './attr.js';
 import {
   AF,
   IFF,
@@ -41,6 +41,42 @@ export interface LinkCommon {
   /** Set when `parentIndex` lives in another namespace (its id as seen from this one). */
   readonly linkNetnsId: number | undefined;
   readonly txQueueLen: number | undefined;
+  /** Interface counters (IFLA_STATS64), when the kernel sent them (it does in dumps and gets). */
+  readonly stats?: LinkStats;
+}
+
+/** The first counters of struct rtnl_link_stats64 (what `ip -s link` shows first). */
+export interface LinkStats {
+  readonly rxPackets: number;
+  readonly txPackets: number;
+  readonly rxBytes: number;
+  readonly txBytes: number;
+  readonly rxErrors: number;
+  readonly txErrors: number;
+  readonly rxDropped: number;
+  readonly txDropped: number;
+}
+
+const STATS_FIELDS = [
+  'rxPackets',
+  'txPackets',
+  'rxBytes',
+  'txBytes',
+  'rxErrors',
+  'txErrors',
+  'rxDropped',
+  'txDropped',
+] as const;
+
+/** IFLA_STATS64 (u64 counters in host byte order) into numbers; undefined when absent or short. */
+export function decodeStats64(b: Uint8Array | undefined): LinkStats | undefined {
+  if (b === undefined || b.length < STATS_FIELDS.length * 8) return undefined;
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  const out: Record<string, number> = {};
+  STATS_FIELDS.forEach((k, i) => {
+    out[k] = Number(dv.getBigUint64(i * 8, LITTLE_ENDIAN));
+  });
+  return out as unknown as LinkStats;
 }
 
 export type OperState = 'unknown' | 'notpresent' | 'down' | 'lowerlayerdown' | 'testing' | 'dormant' | 'up';
@@ -265,6 +301,7 @@ export function encodeNewLink(spec: NewLink): Body<IfInfoMsg> {
 /** Decode an RTM_NEWLINK message (a dump entry or a notification) into a typed link. */
 export function decodeLink(header: IfInfoMsg, attrs: Attrs): Link {
   const op = attrs.u8(IFLA.OPERSTATE);
+  const stats = decodeStats64(attrs.get(IFLA.STATS64));
   const common: LinkCommon = {
     index: header.index,
     name: attrs.str(IFLA.IFNAME) ?? '',
@@ -277,6 +314,7 @@ export function decodeLink(header: IfInfoMsg, attrs: Attrs): Link {
     parentIndex: attrs.u32(IFLA.LINK) || undefined,
     linkNetnsId: attrs.s32(IFLA.LINK_NETNSID),
     txQueueLen: attrs.u32(IFLA.TXQLEN),
+    ...(stats && { stats }),
   };
   const info = attrs.nested(IFLA.LINKINFO);
   const rawKind = info?.str(IFLA_INFO.KIND);

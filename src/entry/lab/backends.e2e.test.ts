@@ -7,17 +7,13 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { isRoot, RUN_ID } from '../../../test/bed.js';
+import { isRoot, testLabName } from '../../../test/bed.js';
 import { check } from './check.js';
 import * as lab from './lab.js';
 import { DEFAULT_PATHS, labDirs, nsName, roleOf } from './topology.js';
 
 const execFileP = promisify(execFile);
-const labName = (s: string): string => {
-  const n = `wt-${RUN_ID}-${s}`;
-  assert.ok(n.length <= 12, `lab name ${n} too long`);
-  return n;
-};
+const labName = testLabName;
 
 /** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
 function assertGone(name: string): void {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { isRoot, RUN_ID } from '../../../test/bed.js';
+import { isRoot, testLabName } from '../../../test/bed.js';
 import { Netns } from '../../kernel/netns.js';
 import { WeftError } from '../../lib/errors.js';
 import * as lab from './lab.js';
@@ -15,11 +15,7 @@ import { spawnDetached } from './procs.js';
 import { DEFAULT_PATHS, hostDirs, labDirs, roleOf } from './topology.js';
 import { createNs } from './underlay.js';
 
-const labName = (s: string): string => {
-  const n = `wt-${RUN_ID}-${s}`;
-  assert.ok(n.length <= 12, `lab name ${n} too long`);
-  return n;
-};
+const labName = testLabName;
 
 /** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
 function assertGone(name: string): void {

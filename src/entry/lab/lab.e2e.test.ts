@@ -12,18 +12,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { isRoot, RUN_ID } from '../../../test/bed.js';
+import { isRoot, RUN_ID, testLabName } from '../../../test/bed.js';
 import { WeftError } from '../../lib/errors.js';
 import { check } from './check.js';
 import * as lab from './lab.js';
 import { DEFAULT_PATHS, labDirs, nsName, roleOf } from './topology.js';
 
 const execFileP = promisify(execFile);
-const labName = (s: string): string => {
-  const n = `wt-${RUN_ID}-${s}`;
-  assert.ok(n.length <= 12, `lab name ${n} too long`);
-  return n;
-};
+const labName = testLabName;
 const code = (c: string, re?: RegExp) => (e: unknown) =>
   e instanceof WeftError && e.code === c && (re === undefined || re.test(e.message));
 
