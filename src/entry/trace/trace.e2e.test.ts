@@ -448,11 +448,33 @@ describe('weft trace on a vxlan lab', { skip: !isRoot() && 'needs root', concurr
   });
 });
 
+/** Same host, a published port from the internet and a container to the outside, on any backend. */
+async function localFlows(name: string, L: Lab): Promise<void> {
+  const [h1, h2] = L.hosts;
+  const same = await runTrace({ src: 'h1c1', dst: 'h1c2:80', lab: name });
+  assert.equal(same.ok, true, same.text);
+  assert.equal(steps(same).at(-1), 'host1/h1c2 deliver');
+  assert.ok(steps(same).includes('host1 bridge'));
+  assert.ok(!steps(same).some((x) => / (encap|decap)$/.test(x)), 'no encapsulation on one host');
+  const pub = await runTrace({ src: 'internet', dst: `${h1!.publicIp}:8080`, lab: name });
+  assert.equal(pub.ok, true, pub.text);
+  const dnat = hopAt(pub, 'host1', 'nft');
+  assert.match(dnat.decision, /^prerouting: dnat to .* by inet weft published: .*tcp 8080 -> 80/);
+  assert.deepEqual([dnat.packet.dst, dnat.packet.dport], [h1!.containers[0]!.ip, 80]);
+  assert.equal(steps(pub).at(-1), 'host1/h1c1 deliver');
+  const out = await runTrace({ src: 'h2c1', dst: 'internet:80', lab: name });
+  assert.equal(out.ok, true, out.text);
+  const nat = hopAt(out, 'host2', 'nft');
+  assert.match(nat.decision, /^postrouting: masquerade to .* outbound NAT/);
+  assert.equal(out.trace.hops.at(-1)?.packet.src, h2!.publicIp);
+  assert.equal(steps(out).at(-1), 'internet deliver');
+}
+
 describe('weft trace on a host-gw lab', { skip: !isRoot() && 'needs root', concurrency: false }, () => {
   const name = labName('tg');
   let L: Lab;
   before(async () => {
-    L = await upLab(name, 'host-gw', 1);
+    L = await upLab(name, 'host-gw', 2);
   });
   after(async () => {
     await lab.down(name);
@@ -487,13 +509,15 @@ describe('weft trace on a host-gw lab', { skip: !isRoot() && 'needs root', concu
     assert.equal(route.entry?.dev, 'eth0');
     assert.equal(r.probe?.confirmed, true, r.text);
   });
+
+  test('same host, a published port from the internet, and the outside', () => localFlows(name, L));
 });
 
 describe('weft trace on a udp lab', { skip: !isRoot() && 'needs root', concurrency: false }, () => {
   const name = labName('tu');
   let L: Lab;
   before(async () => {
-    L = await upLab(name, 'udp', 1);
+    L = await upLab(name, 'udp', 2);
   });
   after(async () => {
     await lab.down(name);
@@ -524,6 +548,8 @@ describe('weft trace on a udp lab', { skip: !isRoot() && 'needs root', concurren
     assert.equal(steps(r).at(-1), 'host2/h2c1 deliver');
     assert.equal(r.probe?.confirmed, true, r.text);
   });
+
+  test('same host, a published port from the internet, and the outside', () => localFlows(name, L));
 
   test('a stopped daemon: the TUN’s reader is gone; broken where the datagram finds no one; the probe agrees', async () => {
     await stopDaemon(name, 'host2');
