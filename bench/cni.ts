@@ -47,6 +47,22 @@ interface Timing {
 type Mode = 'sequential' | 'parallel';
 
 const made: Netns[] = [];
+/** The daemon this run started, to end it by pid on an interrupt. */
+let running: ChildProcess | undefined;
+// Ctrl-C or SIGTERM in the middle: the daemon (by pid) and the namespaces this run made go too.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    if (running?.pid !== undefined && running.exitCode === null) running.kill('SIGKILL');
+    for (const ns of made.reverse()) {
+      try {
+        ns.delete();
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(130);
+  });
+}
 function mkns(label: string): Netns {
   const ns = Netns.create(`/run/netns/wbc-${id}-${label}`);
   made.push(ns);
@@ -319,6 +335,7 @@ async function main(): Promise<{ rows: Row[]; bundleBytes: number; versionMs: nu
     const whost = mkns('whost');
     const d = await startDaemon(whost, tmp);
     daemon = d.child;
+    running = d.child;
     await d.api.request('POST', '/v1/networks', {
       name: 'bench',
       driver: 'bridge',
