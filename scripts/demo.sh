@@ -42,6 +42,10 @@ fi
 if [ "${pub:--}" != - ]; then
   echo "  weft lab exec internet -- curl -s http://$pub/    a published port, from the internet"
 fi
+if [ "${cname:--}" != - ] && [ "${c1:--}" != - ]; then
+  echo "  weft trace $c1 $chost/$cname:80 --probe    the packet's way, hop by hop, confirmed by a real one"
+fi
+echo "  weft ui                                   a live picture of the lab on http://127.0.0.1:8088 (click two containers)"
 cat <<EOF
   weft lab add-host; weft lab rm-host $chost hosts join and leave; the others converge
   weft lab logs host1                       a daemon's log
