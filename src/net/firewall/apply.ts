@@ -43,6 +43,7 @@ import { type Rollback, transaction } from '../../lib/rollback.js';
 import { type IptablesBatch, type IptablesSaved, renderIptables, renderIptablesRemoval } from './iptables.js';
 import { type Plan, type PlannedPort, planFirewall } from './plan.js';
 import {
+  renderInsert,
   renderRemoval,
   renderRuleUpdate,
   renderTable,
@@ -217,7 +218,17 @@ export class HostFirewall {
       // Rules only when weft's table was applied before (chains in place): no hook is
       // registered again. Anything missing (drift, a first start) gets the whole table.
       let done = false;
-      if (!repair && prev && update !== '' && renderTable(prev.state) !== '') {
+      // Cheapest first: only rules appended (no deletion, no RCU wait), or nothing at all.
+      const append = !repair && prev ? renderInsert(prev.state, state) : undefined;
+      if (append !== undefined) {
+        done =
+          append === '' ||
+          (await this.#nft.apply(append).then(
+            () => true,
+            () => false,
+          ));
+      }
+      if (!done && !repair && prev && update !== '' && renderTable(prev.state) !== '') {
         done = await this.#nft.apply(update).then(
           () => true,
           (e) => {

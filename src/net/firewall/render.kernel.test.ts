@@ -14,7 +14,14 @@ import { type Bed, type BedNs, bed, needsRoot, RUN_ID } from '../../../test/bed.
 import { formatIP, parseIP, parseIPNet } from '../../lib/ip.js';
 import { chainRules, ep, net, port } from './fixtures.test.js';
 import { type IptablesSaved, renderIptables, renderIptablesRemoval } from './iptables.js';
-import { renderRemoval, renderRuleUpdate, renderTable, renderTables, requiredSysctls } from './render.js';
+import {
+  renderInsert,
+  renderRemoval,
+  renderRuleUpdate,
+  renderTable,
+  renderTables,
+  requiredSysctls,
+} from './render.js';
 import type { FirewallState } from './types.js';
 
 let fileCounter = 0;
@@ -105,6 +112,34 @@ describe('firewall rendering against the kernel', needsRoot, () => {
     assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(rich));
     await nft(b, host, renderRuleUpdate(overlay));
     assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(overlay));
+    // Insertions only (ports joining before, between and after others): the same result as the table.
+    const withPorts = (ports: number[]): FirewallState => ({
+      networks: [
+        net('n5', 'weft0', ['10.244.3.0/24'], {
+          endpoints: ports.map((p) => ep(`e${p}`, [`10.244.3.${p - 9000}`], [port('tcp', p, 80)])),
+        }),
+      ],
+    });
+    await nft(b, host, renderTables(withPorts([9020])));
+    for (const [from, to] of [
+      [[9020], [9010, 9020]],
+      [
+        [9010, 9020],
+        [9010, 9015, 9020, 9030],
+      ],
+      [
+        [9010, 9015, 9020, 9030],
+        [9005, 9010, 9015, 9020, 9025, 9030],
+      ],
+    ] as const) {
+      const batch = renderInsert(withPorts([...from]), withPorts([...to]));
+      assert.ok(batch && !batch.includes('flush') && !batch.includes('delete'), String(batch));
+      await nft(b, host, batch);
+      assert.equal(
+        await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']),
+        renderTable(withPorts([...to])),
+      );
+    }
   });
 
   test('nft accepts, applies, lists back exactly as rendered, replaces and removes the table', async (t) => {

@@ -3,7 +3,14 @@ import { describe, test } from 'node:test';
 import type { WeftError } from '../../lib/errors.js';
 import { parseIP, parseIPNet } from '../../lib/ip.js';
 import { chainRules, ep, net, port } from './fixtures.test.js';
-import { renderRemoval, renderRuleUpdate, renderTable, renderTables, requiredSysctls } from './render.js';
+import {
+  renderInsert,
+  renderRemoval,
+  renderRuleUpdate,
+  renderTable,
+  renderTables,
+  requiredSysctls,
+} from './render.js';
 import type { FirewallState } from './types.js';
 
 const HEADER = 'table inet weft\ndelete table inet weft\n';
@@ -321,6 +328,31 @@ test('renderRuleUpdate: flushes and refills the five chains, declares none; noth
   );
   assert.ok(!/hook|chain \w+ \{/.test(renderRuleUpdate(state)), 'no chain is declared');
   assert.equal(renderRuleUpdate({ networks: [] }), '');
+});
+
+test('renderInsert: only the added rules, each at its place; undefined when a rule went away', () => {
+  const n = (ports: number[]) => ({
+    networks: [
+      net('n1', 'br-n1', ['10.0.0.1/24'], {
+        endpoints: ports.map((p) => ep(`e${p}`, [`10.0.0.${p - 8000}`], [port('tcp', p, 80)])),
+      }),
+    ],
+  });
+  assert.equal(renderInsert(n([8080]), n([8080])), '', 'the same rules: nothing to send');
+  assert.equal(
+    renderInsert(n([8080]), n([8080, 8081])),
+    'add rule inet weft published index 0 meta nfproto ipv4 tcp dport 8081 dnat ip to 10.0.0.81:80 comment "net n1 ep e8081: tcp 8081 -> 80"\n',
+  );
+  assert.equal(
+    renderInsert(n([8081]), n([8080, 8081])),
+    'insert rule inet weft published index 0 meta nfproto ipv4 tcp dport 8080 dnat ip to 10.0.0.80:80 comment "net n1 ep e8080: tcp 8080 -> 80"\n',
+  );
+  // The first port of a network also adds its hairpin and localhost rules to postrouting.
+  const first = renderInsert(n([]), n([8080]))!;
+  assert.match(first, /^add rule inet weft published meta nfproto ipv4 tcp dport 8080/m);
+  assert.match(first, /^add rule inet weft postrouting index 0 ct status dnat .*hairpin/m);
+  assert.equal(renderInsert(n([8080, 8081]), n([8081])), undefined, 'a removal is not an insertion');
+  assert.equal(renderInsert({ networks: [] }, n([8080])), undefined, 'no table yet');
 });
 
 test('test builders: port() and chainRules()', () => {

@@ -249,6 +249,44 @@ export function renderRuleUpdate(state: FirewallState): string {
 }
 
 /**
+ * When `next` only adds rules compared with `prev` (every chain's old rules are still there, in
+ * order: a container with published ports joined), the batch that inserts exactly those rules
+ * at their places (`add rule … index N` puts a rule after the N-th, `insert rule … index 0`
+ * before the first): nothing is deleted, so the kernel need not wait for an RCU grace period
+ * (~15 ms: any deletion in a transaction costs that). '' when the rules are the same (nothing to
+ * send); undefined when a rule went away or moved (the caller sends `renderRuleUpdate`).
+ * @throws WeftError INVALID, CONFLICT or UNSUPPORTED from validation (see planFirewall).
+ */
+export function renderInsert(prev: FirewallState, next: FirewallState): string | undefined {
+  const [p, n] = [planFirewall(prev), planFirewall(next)];
+  if (p.networks.length === 0 || n.networks.length === 0) return undefined;
+  const before = chains(p);
+  const t = `${TABLE_FAMILY} ${TABLE_NAME}`;
+  const out: string[] = [];
+  for (const [i, c] of chains(n).entries()) {
+    const old = before[i]!;
+    if (old.name !== c.name) return undefined;
+    let o = 0; // old rules matched so far, in order
+    for (const [k, r] of c.rules.entries()) {
+      if (o < old.rules.length && old.rules[o] === r) {
+        o++;
+        continue;
+      }
+      // New rule at final position k: rules 0..k-1 are already in place when it is inserted.
+      out.push(
+        k === 0
+          ? c.rules.length > 1 && o < old.rules.length
+            ? `insert rule ${t} ${c.name} index 0 ${r}`
+            : `add rule ${t} ${c.name} ${r}`
+          : `add rule ${t} ${c.name} index ${k - 1} ${r}`,
+      );
+    }
+    if (o !== old.rules.length) return undefined; // an old rule is gone or moved
+  }
+  return out.length === 0 ? '' : `${out.join('\n')}\n`;
+}
+
+/**
  * weft's table as `nft list table inet weft` prints it (tabs, chains in order, blank lines
  * between them), or '' when the state has no networks (no table). For drift checks and tests.
  * @throws WeftError INVALID, CONFLICT or UNSUPPORTED from validation (see planFirewall).
