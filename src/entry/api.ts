@@ -28,8 +28,7 @@ import type {
 import { invalid, WeftError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { errorBody } from './edge.js';
-
-const MAX_BODY = 1 << 20;
+import { serveJson } from './http.js';
 
 type Handler = (p: Record<string, string>, body: unknown, q: URLSearchParams) => Promise<unknown> | unknown;
 
@@ -135,70 +134,37 @@ export function createApiServer(opts: ApiOptions): http.Server {
     return { log: lines.slice(-n).join('\n') + (lines.length && n ? '\n' : '') };
   });
 
-  return http.createServer((req, res) => {
-    const started = performance.now();
-    const url = new URL(req.url ?? '/', 'http://weft');
-    const send = (status: number, body: unknown) => {
-      const text = JSON.stringify(body);
-      res.writeHead(status, {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(text),
-      });
-      res.end(text);
-      opts.log.debug('api', {
-        method: req.method,
-        path: url.pathname,
-        status,
-        ms: Math.round((performance.now() - started) * 10) / 10,
-      });
-    };
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= MAX_BODY) chunks.push(c);
-    });
-    req.on('end', () => {
-      void (async () => {
-        try {
-          if (size > MAX_BODY) throw invalid('request body too large');
-          const text = Buffer.concat(chunks).toString('utf8');
-          let body: unknown;
-          if (text) {
-            try {
-              body = JSON.parse(text);
-            } catch {
-              throw invalid('the request body is not valid JSON');
-            }
-          }
-          let pathMatched = false;
-          for (const [method, re, h] of routes) {
-            const m = re.exec(url.pathname);
-            if (!m) continue;
-            pathMatched = true;
-            if (method !== req.method) continue;
-            const params = Object.fromEntries(
-              Object.entries(m.groups ?? {}).map(([k, v]) => [k, decodeURIComponent(v)]),
-            );
-            send(200, (await h(params, body, url.searchParams)) ?? {});
-            return;
-          }
-          throw new WeftError(
-            'NOT_FOUND',
-            pathMatched
-              ? `${req.method} is not allowed on ${url.pathname}`
-              : `no such endpoint: ${url.pathname}`,
+  return http.createServer((req, res) =>
+    serveJson(req, res, {
+      contentType: 'application/json',
+      handle: async (body, { url }) => {
+        let pathMatched = false;
+        for (const [method, re, h] of routes) {
+          const m = re.exec(url.pathname);
+          if (!m) continue;
+          pathMatched = true;
+          if (method !== req.method) continue;
+          const params = Object.fromEntries(
+            Object.entries(m.groups ?? {}).map(([k, v]) => [k, decodeURIComponent(v)]),
           );
-        } catch (e) {
-          const { status, body } = errorBody(e);
-          // 503 (starting, store unreachable) is expected while polling: not an error to log.
-          if (status >= 500 && status !== 503)
-            opts.log.error('api request failed', { path: url.pathname, error: e });
-          send(status, body);
+          return await h(params, body, url.searchParams);
         }
-      })();
-    });
-  });
+        throw new WeftError(
+          'NOT_FOUND',
+          pathMatched
+            ? `${req.method} is not allowed on ${url.pathname}`
+            : `no such endpoint: ${url.pathname}`,
+        );
+      },
+      fail: errorBody,
+      done: (status, { url, elapsed }, error) => {
+        // 503 (starting, store unreachable) is expected while polling: not an error to log.
+        if (error !== undefined && status >= 500 && status !== 503)
+          opts.log.error('api request failed', { path: url.pathname, error });
+        opts.log.debug('api', { method: req.method, path: url.pathname, status, ms: elapsed() });
+      },
+    }),
+  );
 }
 
 function object<T>(b: unknown): T {

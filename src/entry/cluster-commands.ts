@@ -16,8 +16,8 @@ import { openRegistry, parseStoreSpec } from '../control/store/index.js';
 import type { Registry } from '../control/store/types.js';
 import { WeftError } from '../lib/errors.js';
 import { formatIP, formatIPNet } from '../lib/ip.js';
-import { ApiClient } from './client.js';
 import { positiveInt } from './commands.js';
+import { daemonClient, table } from './text.js';
 
 const out = (s: string): void => {
   process.stdout.write(`${s}\n`);
@@ -41,7 +41,7 @@ function storeOptions(c: Command): Command {
 }
 
 async function withRegistry<T>(o: StoreOpts, fn: (r: Registry) => Promise<T>): Promise<T> {
-  const r = await openRegistry(parseStoreSpec(o.store), {
+  const r = await openRegistry(parseStoreSpec(o.store, process.env.WEFT_STATE_DIR), {
     ...(o.etcdCafile !== undefined && { caFile: o.etcdCafile }),
     ...(o.etcdCertfile !== undefined && { certFile: o.etcdCertfile }),
     ...(o.etcdKeyfile !== undefined && { keyFile: o.etcdKeyfile }),
@@ -53,20 +53,7 @@ async function withRegistry<T>(o: StoreOpts, fn: (r: Registry) => Promise<T>): P
   }
 }
 
-const daemon = (cmd: Command) =>
-  new ApiClient((cmd.optsWithGlobals() as { socket?: string }).socket ?? defaultSocketPath());
-
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return [head, ...rows]
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
+const daemon = daemonClient;
 
 const until = (iso: string | null | undefined): string => {
   if (!iso) return 'never';

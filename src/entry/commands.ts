@@ -9,7 +9,9 @@ import { defaultSocketPath } from '../control/host.js';
 import type { ContainerView, NetworkView } from '../control/service.js';
 import { invalid, WeftError } from '../lib/errors.js';
 import type { Level } from '../lib/log.js';
-import { ApiClient } from './client.js';
+import type { ApiClient } from './client.js';
+import { DEFAULT_PLUGIN_SOCKET } from './docker/protocol.js';
+import { daemonClient, table } from './text.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const out = (s: string): void => {
@@ -17,23 +19,7 @@ const out = (s: string): void => {
 };
 const json = (v: unknown): void => out(JSON.stringify(v, null, 2));
 
-function client(cmd: Command): ApiClient {
-  const socket = (cmd.optsWithGlobals() as { socket?: string }).socket;
-  return new ApiClient(socket ?? defaultSocketPath());
-}
-
-/** A plain text table: columns padded to their widest cell. */
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return [head, ...rows]
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
+const client = daemonClient;
 
 /** `-o key=value` options into a record. */
 function options(list: string[] = []): Record<string, string> {
@@ -95,7 +81,7 @@ export function addCommands(program: Command): void {
     .option('--etcd-keyfile <path>', 'TLS client key for etcd')
     .option(
       '--docker-plugin [path]',
-      'serve the Docker network and IPAM plugin (default /run/docker/plugins/weft.sock)',
+      `serve the Docker network and IPAM plugin (default ${DEFAULT_PLUGIN_SOCKET})`,
     )
     .addOption(
       new Option('--log-level <level>', 'log level')
@@ -148,7 +134,7 @@ export function addCommands(program: Command): void {
           ...(o.etcdCertfile !== undefined && { etcdCertFile: o.etcdCertfile }),
           ...(o.etcdKeyfile !== undefined && { etcdKeyFile: o.etcdKeyfile }),
           ...(o.dockerPlugin !== undefined && {
-            dockerPluginSocket: o.dockerPlugin === true ? '/run/docker/plugins/weft.sock' : o.dockerPlugin,
+            dockerPluginSocket: o.dockerPlugin === true ? DEFAULT_PLUGIN_SOCKET : o.dockerPlugin,
           }),
         });
       },

@@ -190,7 +190,7 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
   try {
     // The cluster first: the default network depends on the lease.
     if (opts.store !== undefined) {
-      const spec = parseStoreSpec(opts.store);
+      const spec = parseStoreSpec(opts.store, host.stateDir);
       const underlay = findUnderlay(h, {
         ...(opts.iface !== undefined && { iface: opts.iface }),
         ...(opts.publicIp !== undefined && { publicIp: opts.publicIp }),

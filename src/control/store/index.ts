@@ -1,6 +1,6 @@
 /**
  * Choosing and opening a registry from a `--store` string:
- *   embedded                          the default file, /var/lib/weft/store.db
+ *   embedded                          store.db in the host's state dir (default /var/lib/weft)
  *   embedded:/abs/path/store.db       an embedded store elsewhere (the lab: one per lab)
  *   etcd://host:2379[,host2:2379…]    etcd endpoints (plain gRPC)
  *   http://h:2379[,http://h2:2379…]   the same, as flannel's -etcd-endpoints writes them;
@@ -10,12 +10,15 @@
  */
 import * as path from 'node:path';
 import { invalid } from '../../lib/errors.js';
+import { DEFAULT_STATE_DIR } from '../host.js';
 import { type EmbeddedOptions, EmbeddedRegistry } from './embedded.js';
 import type { Registry } from './types.js';
 
 export type { KvEntry, PutOptions, Registry, Watch, WatchEvent, WatchHandlers } from './types.js';
 
-export const DEFAULT_EMBEDDED_PATH = '/var/lib/weft/store.db';
+/** The embedded store of a host: `store.db` in its state dir. */
+export const embeddedPath = (stateDir: string = DEFAULT_STATE_DIR): string => path.join(stateDir, 'store.db');
+export const DEFAULT_EMBEDDED_PATH = embeddedPath();
 
 export type StoreSpec =
   | { readonly kind: 'embedded'; readonly path: string }
@@ -34,10 +37,10 @@ export interface OpenRegistryOptions {
 
 const HOST_PORT = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/;
 
-/** Parse a `--store` string. Throws INVALID, saying what was expected, for anything else. */
-export function parseStoreSpec(spec: string): StoreSpec {
+/** Parse a `--store` string (bare `embedded` is the store in `stateDir`, the host's). Throws INVALID, saying what was expected, for anything else. */
+export function parseStoreSpec(spec: string, stateDir?: string): StoreSpec {
   const s = spec.trim();
-  if (s === 'embedded') return { kind: 'embedded', path: DEFAULT_EMBEDDED_PATH };
+  if (s === 'embedded') return { kind: 'embedded', path: embeddedPath(stateDir) };
   if (s.startsWith('embedded:')) {
     const p = s.slice('embedded:'.length);
     if (!path.isAbsolute(p) || p.endsWith('/')) {

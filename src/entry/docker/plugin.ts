@@ -16,6 +16,7 @@ import { parseCidr } from '../../lib/ip.js';
 import { type Logger, nullLogger } from '../../lib/log.js';
 import { routedPrefixes } from '../../net/routed.js';
 import { httpStatus } from '../edge.js';
+import { serveJson } from '../http.js';
 import { type DockerBackend, DockerNetworkDriver } from './driver.js';
 import { DockerIpam } from './ipam.js';
 import {
@@ -25,8 +26,6 @@ import {
   parseRequestAddress,
   parseRequestPool,
 } from './protocol.js';
-
-const MAX_BODY = 1 << 20;
 
 type Iface = 'Plugin' | 'NetworkDriver' | 'IpamDriver';
 type Handler = (body: unknown) => unknown;
@@ -74,55 +73,24 @@ export function pluginError(iface: Iface, e: unknown): { status: number; body: R
 
 export function createPluginServer(routes: Record<string, Handler>, log: Logger = nullLogger): http.Server {
   return http.createServer((req, res) => {
-    const started = performance.now();
-    const url = new URL(req.url ?? '/', 'http://docker');
-    const iface = ifaceOf(url.pathname);
-    const send = (status: number, body: unknown) => {
-      const text = JSON.stringify(body);
-      res.writeHead(status, {
-        'content-type': PLUGIN_CONTENT_TYPE,
-        'content-length': Buffer.byteLength(text),
-      });
-      res.end(text);
-      log.debug('docker plugin call', {
-        method: url.pathname.slice(1),
-        status,
-        ms: Math.round((performance.now() - started) * 10) / 10,
-      });
-    };
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= MAX_BODY) chunks.push(c);
-    });
-    req.on('end', () => {
-      void (async () => {
-        try {
-          const h = routes[url.pathname];
-          if (!h)
-            throw new WeftError('NOT_FOUND', `${url.pathname.slice(1)} is not a method of the weft plugin`);
-          if (req.method !== 'POST')
-            throw invalid(`${url.pathname.slice(1)} is called with POST, not ${req.method}`);
-          if (size > MAX_BODY) throw invalid('request body too large');
-          const text = Buffer.concat(chunks).toString('utf8').trim();
-          let body: unknown;
-          if (text !== '') {
-            try {
-              body = JSON.parse(text);
-            } catch {
-              throw invalid('the request body is not valid JSON');
-            }
-          }
-          send(200, (await h(body)) ?? {});
-        } catch (e) {
-          const { status, body } = pluginError(iface, e);
-          const fields = { method: url.pathname.slice(1), status, error: asWeftError(e) };
+    const method = (req.url ?? '/').split('?')[0]!;
+    serveJson(req, res, {
+      contentType: PLUGIN_CONTENT_TYPE,
+      handle: async (body) => {
+        const h = routes[method];
+        if (!h) throw new WeftError('NOT_FOUND', `${method.slice(1)} is not a method of the weft plugin`);
+        if (req.method !== 'POST') throw invalid(`${method.slice(1)} is called with POST, not ${req.method}`);
+        return await h(body);
+      },
+      fail: (e) => pluginError(ifaceOf(method), e),
+      done: (status, { elapsed }, error) => {
+        if (error !== undefined) {
+          const fields = { method: method.slice(1), status, error: asWeftError(error) };
           if (status >= 500) log.error('docker plugin call failed', fields);
           else log.info('docker plugin call refused', fields);
-          send(status, body);
         }
-      })();
+        log.debug('docker plugin call', { method: method.slice(1), status, ms: elapsed() });
+      },
     });
   });
 }

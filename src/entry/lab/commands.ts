@@ -6,6 +6,7 @@
  */
 import type { Command } from 'commander';
 import { invalid } from '../../lib/errors.js';
+import { table } from '../text.js';
 import type { CheckReport } from './check.js';
 import type { HostStatus, LabStatus, UpTimings } from './lab.js';
 
@@ -25,18 +26,6 @@ function int(v: string | undefined, what: string): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw invalid(`${what} must be a whole number, not "${v}"`);
   return Number(v);
-}
-
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return [head, ...rows]
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
 }
 
 function containersCell(h: HostStatus, st: LabStatus): string {
