@@ -8,8 +8,8 @@ const forbidden = [
   {
     name: 'no-tests-from-src',
     severity: 'error',
-    from: { path: '^src/', pathNot: '(\\.test\\.ts$|/testbed\\.ts$|/contract\\.ts$|/testkit\\.ts$)' },
-    to: { path: '(\\.test\\.ts$|^test/|^src/net/backends/testbed\\.ts$|^src/control/store/contract\\.ts$|^src/entry/docker/testkit\\.ts$)' },
+    from: { path: '^src/', pathNot: '(\\.test\\.ts$|/testbed\\.ts$|/contract\\.ts$|/testkit\\.ts$|/testserver\\.ts$)' },
+    to: { path: '(\\.test\\.ts$|^test/|^src/net/backends/testbed\\.ts$|^src/control/store/contract\\.ts$|^src/entry/docker/testkit\\.ts$|^src/net/dns/testserver\\.ts$)' },
   },
 ];
 layers.forEach((layer, i) => {
