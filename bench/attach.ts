@@ -18,14 +18,13 @@
  *   --daemon-log FILE: run the daemon at debug level and copy its log to FILE (to see where its
  *   time goes).
  */
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ApiClient } from '../src/entry/client.js';
-import { openHandle } from '../src/kernel/handle.js';
 import { Netns } from '../src/kernel/netns.js';
+import { pct, pinNs, rssKiB, runPlugin, spawnDaemon, stopDaemon, waitReady } from './common.js';
 
 const countArg = process.argv.indexOf('--count');
 const COUNT = countArg > 0 ? Number(process.argv[countArg + 1]) : 200;
@@ -63,37 +62,14 @@ interface Result {
 
 const made: Netns[] = [];
 function mkns(label: string): Netns {
-  const ns = Netns.create(`/run/netns/wb-${id}-${label}`);
+  const { ns } = pinNs(`wb-${id}-${label}`);
   made.push(ns);
-  openHandle(ns).links.setUp('lo');
   return ns;
 }
 
-/** Run one CNI plugin inside `host`, stdin the config; resolves to its parsed stdout. */
-function plugin(host: Netns, type: string, env: Record<string, string>, conf: unknown): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const child = host.spawn(path.join(CNI_PATH, type), [], {
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout?.on('data', (c: Buffer) => out.push(c));
-    child.stderr?.on('data', (c: Buffer) => err.push(c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const text = Buffer.concat(out).toString('utf8');
-      if (code !== 0) {
-        reject(new Error(`${type} ${env.CNI_COMMAND} exited ${code}: ${text} ${Buffer.concat(err)}`));
-        return;
-      }
-      resolve(text.trim() ? JSON.parse(text) : undefined);
-    });
-    child.stdin?.end(JSON.stringify(conf));
-  });
-}
+/** Run one reference CNI plugin `type` inside `host`, stdin the config. */
+const plugin = (host: Netns, type: string, env: Record<string, string>, conf: unknown) =>
+  runPlugin(host, path.join(CNI_PATH, type), env, conf);
 
 async function reference_(tmp: string): Promise<Side> {
   const host = mkns('rhost');
@@ -150,41 +126,11 @@ async function reference_(tmp: string): Promise<Side> {
   }
 }
 
-function vmRssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : Number.NaN;
-}
-
-/** Pids whose network namespace is one of the pins under `dir` (the sandbox processes). */
-function pidsInPins(dir: string): number[] {
-  let pins: string[];
-  try {
-    pins = fs.readdirSync(dir).map((f) => path.join(dir, f));
-  } catch {
-    return [];
-  }
-  const inodes = new Set<number>();
-  for (const p of pins) {
-    try {
-      inodes.add(fs.statSync(p).ino);
-    } catch {}
-  }
-  const out: number[] = [];
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (inodes.has(fs.statSync(`/proc/${e}/ns/net`).ino)) out.push(Number(e));
-    } catch {}
-  }
-  return out;
-}
-
 async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: number }> {
   const host = mkns('whost');
   const runDir = path.join(tmp, 'run');
   const socket = path.join(runDir, 'weft.sock');
   const logFile = path.join(tmp, 'daemon.log');
-  const fd = fs.openSync(logFile, 'a');
   const args = [
     '--max-semi-space-size=2', // as bin/weft.js's shebang starts node
     ...(fs.existsSync(BUILT) ? [BUILT] : ['--import', 'tsx', CLI]),
@@ -196,24 +142,17 @@ async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: nu
   ];
   args.push('--socket', socket, '--default-subnet', DEFAULT_SUBNET, '--upstream', '127.0.0.1');
   if (DAEMON_LOG) args.push('--log-level', 'debug');
-  let child: ChildProcess | undefined = host.spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
+  const child = spawnDaemon(host, args, logFile);
   const api = new ApiClient(socket, 60_000);
   const side: Side = { attach: [], detach: [], attachTotalMs: 0, detachTotalMs: 0 };
   const up = new Set<string>();
   try {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`daemon exited:\n${fs.readFileSync(logFile, 'utf8')}`);
-      try {
-        await api.request('GET', '/readyz');
-        break;
-      } catch {
-        if (Date.now() > deadline) throw new Error(`daemon not ready:\n${fs.readFileSync(logFile, 'utf8')}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    const idleRss = vmRssKiB(child.pid!);
+    await waitReady(child, api, {
+      log: () => fs.readFileSync(logFile, 'utf8'),
+      timeoutMs: 30_000,
+      pollMs: 100,
+    });
+    const idleRss = rssKiB(child.pid!).rss;
     await api.request('POST', '/v1/networks', { name: 'bench', subnets: [{ subnet: WEFT_SUBNET }] });
     let t0 = performance.now();
     for (let i = 0; i < COUNT; i++) {
@@ -229,7 +168,7 @@ async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: nu
       if ((i + 1) % 50 === 0) log(`  weft: ${i + 1} attached`);
     }
     side.attachTotalMs = performance.now() - t0;
-    const rss = vmRssKiB(child.pid!);
+    const rss = rssKiB(child.pid!).rss;
     t0 = performance.now();
     for (let i = 0; i < COUNT; i++) {
       const t = performance.now();
@@ -243,34 +182,9 @@ async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: nu
     return { side, rss, idleRss };
   } finally {
     // Containers first (their processes outlive the daemon), then the daemon, then leftovers.
-    try {
-      const list = await api.request<{ name: string }[]>('GET', '/v1/containers');
-      for (const c of list) await api.request('DELETE', `/v1/containers/${c.name}?force=1`).catch(() => {});
-    } catch {}
-    if (child && child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child?.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child?.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
-    }
-    child = undefined;
+    await stopDaemon(child, api, runDir);
     if (DAEMON_LOG) fs.copyFileSync(logFile, DAEMON_LOG);
-    const pinDir = path.join(runDir, 'netns');
-    for (const pid of pidsInPins(pinDir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {}
-    }
-    try {
-      for (const f of fs.readdirSync(pinDir)) Netns.remove(path.join(pinDir, f));
-    } catch {}
   }
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
 }
 
 async function main(): Promise<Result> {

@@ -24,8 +24,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildCniPlugin } from '../scripts/build-cni.js';
 import { ApiClient } from '../src/entry/client.js';
-import { openHandle } from '../src/kernel/handle.js';
 import { Netns } from '../src/kernel/netns.js';
+import { pct, pinNs, runPlugin, spawnDaemon, stopChild, waitReady } from './common.js';
 
 const countArg = process.argv.indexOf('--count');
 const COUNT = countArg > 0 ? Number(process.argv[countArg + 1]) : 100;
@@ -64,41 +64,14 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 function mkns(label: string): Netns {
-  const ns = Netns.create(`/run/netns/wbc-${id}-${label}`);
+  const { ns } = pinNs(`wbc-${id}-${label}`);
   made.push(ns);
-  openHandle(ns).links.setUp('lo');
   return ns;
 }
 
-/** Run one CNI plugin inside `host`; resolves to its parsed stdout, rejects on a non-zero exit. */
-function plugin(host: Netns, file: string, env: Record<string, string>, conf: unknown): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const child = host.spawn(file, [], {
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_PATH: REF, ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout?.on('data', (c: Buffer) => out.push(c));
-    child.stderr?.on('data', (c: Buffer) => err.push(c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const text = Buffer.concat(out).toString('utf8');
-      if (code !== 0) {
-        reject(
-          new Error(
-            `${path.basename(file)} ${env.CNI_COMMAND} exited ${code}: ${text} ${Buffer.concat(err)}`,
-          ),
-        );
-        return;
-      }
-      resolve(text.trim() ? JSON.parse(text) : undefined);
-    });
-    child.stdin?.end(JSON.stringify(conf));
-  });
-}
+/** Run one CNI plugin inside `host` (CNI_PATH: the reference plugins); resolves to its parsed stdout, rejects on a non-zero exit. */
+const plugin = (host: Netns, file: string, env: Record<string, string>, conf: unknown) =>
+  runPlugin(host, file, { CNI_PATH: REF, ...env }, conf);
 
 /** Run `fn(i)` for i in 0..count-1, `width` at a time. */
 async function pool(count: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
@@ -113,6 +86,15 @@ async function pool(count: number, width: number, fn: (i: number) => Promise<voi
     }),
   );
 }
+
+/** The reference portmap plugin's config (snat), as both chains with portmap use it. */
+const PORTMAP = {
+  cniVersion: '1.0.0',
+  name: 'benchnet',
+  type: 'portmap',
+  capabilities: { portMappings: true },
+  snat: true,
+};
 
 /** A chain of plugins as a runtime runs a conflist: ADD forward with prevResult, DEL backwards. */
 interface Chain {
@@ -222,7 +204,6 @@ async function startDaemon(
   const runDir = path.join(tmp, 'run');
   const socket = path.join(runDir, 'weft.sock');
   const logFile = path.join(tmp, 'daemon.log');
-  const fd = fs.openSync(logFile, 'a');
   const args = [
     ...daemonCommand(),
     'daemon',
@@ -237,35 +218,18 @@ async function startDaemon(
     '--upstream',
     '127.0.0.1',
   ];
-  const child = host.spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
+  const child = spawnDaemon(host, args, logFile);
   const api = new ApiClient(socket, 60_000);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`daemon exited:\n${fs.readFileSync(logFile, 'utf8')}`);
-    try {
-      await api.request('GET', '/readyz');
-      return { child, api, socket };
-    } catch {
-      if (Date.now() > deadline) throw new Error(`daemon not ready:\n${fs.readFileSync(logFile, 'utf8')}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  await waitReady(child, api, {
+    log: () => fs.readFileSync(logFile, 'utf8'),
+    timeoutMs: 30_000,
+    pollMs: 100,
+  });
+  return { child, api, socket };
 }
 
-async function stopDaemon(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(t);
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
-}
+/** The daemon by pid: SIGTERM, SIGKILL after 10 s. */
+const stopDaemon = (child: ChildProcess) => stopChild(child, 10_000);
 
 interface Row {
   path: string;
@@ -318,13 +282,7 @@ async function main(): Promise<{ rows: Row[]; bundleBytes: number; versionMs: nu
             dataDir: path.join(tmp, 'ipam'),
           },
         },
-        {
-          cniVersion: '1.0.0',
-          name: 'benchnet',
-          type: 'portmap',
-          capabilities: { portMappings: true },
-          snat: true,
-        },
+        PORTMAP,
       ],
     };
     for (const mode of ['sequential', 'parallel'] as const) {
@@ -352,16 +310,7 @@ async function main(): Promise<{ rows: Row[]; bundleBytes: number; versionMs: nu
     const alone: Chain = { files: [weft], confs: [{ ...weftConf, capabilities: { portMappings: true } }] };
     const chained: Chain = {
       files: [weft, path.join(REF, 'portmap')],
-      confs: [
-        { ...weftConf, cniVersion: '1.0.0' },
-        {
-          cniVersion: '1.0.0',
-          name: 'benchnet',
-          type: 'portmap',
-          capabilities: { portMappings: true },
-          snat: true,
-        },
-      ],
+      confs: [{ ...weftConf, cniVersion: '1.0.0' }, PORTMAP],
     };
     for (const mode of ['sequential', 'parallel'] as const) {
       log(`weft plugin (weft publishes the port), ${mode}`);

@@ -39,7 +39,7 @@
  *          [--hosts N] [--only data|control] [--keep-logs DIR]
  *          [--node-flag FLAG]… [--diagnose] [--json]
  */
-import { type ChildProcess, execFile, execFileSync } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -49,10 +49,22 @@ import { leaseKey, renderLeaseValue } from '../src/control/leases/lease.js';
 import type { ContainerView } from '../src/control/service.js';
 import { EmbeddedRegistry } from '../src/control/store/embedded.js';
 import { ApiClient } from '../src/entry/client.js';
-import { type NetHandle, openHandle } from '../src/kernel/handle.js';
+import type { NetHandle } from '../src/kernel/handle.js';
 import { Netns } from '../src/kernel/netns.js';
 import { addIP, formatIP, formatIPNet, type IPNet, parseCidr, parseIP } from '../src/lib/ip.js';
-import { type BedNs, buildTestbed, setPodMtu, type Testbed } from '../src/net/backends/testbed.js';
+import { type BedNs, buildTestbed, type Testbed } from '../src/net/backends/testbed.js';
+import {
+  ipIn,
+  median,
+  pct,
+  pinNs,
+  rssKiB,
+  spawnDaemon as spawnDaemonProcess,
+  stopChild,
+  stopDaemon as stopDaemonAndSandboxes,
+  vxlanByHand,
+  waitReady,
+} from './common.js';
 
 const execFileP = promisify(execFile);
 const arg = (name: string, dflt: number): number => {
@@ -103,11 +115,8 @@ const registries: EmbeddedRegistry[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `wb-${id}-overlay-`));
 
 function mkns(label: string): BedNs {
-  const name = `wb-${id}-${label}`;
-  const ns = Netns.create(`/run/netns/${name}`);
-  const b = { ns, h: openHandle(ns), name };
+  const b = pinNs(`wb-${id}-${label}`);
   made.push(b);
-  b.h.links.setUp('lo');
   return b;
 }
 
@@ -141,14 +150,7 @@ async function runIn(ns: Netns, cmd: string, args: string[], timeoutMs: number):
   return (await running!).stdout;
 }
 
-async function kill(c: ChildProcess, graceMs = 3000): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const exited = new Promise((r) => c.once('exit', r));
-  c.kill('SIGTERM');
-  const t = setTimeout(() => c.kill('SIGKILL'), graceMs);
-  await Promise.race([exited, sleep(graceMs + 2000)]);
-  clearTimeout(t);
-}
+const kill = (c: ChildProcess, graceMs = 3000) => stopChild(c, graceMs);
 
 /** Wait (bounded) until a spawned process prints `word` on stdout or stderr. */
 function waitOutput(c: ChildProcess, word: string, ms: number): Promise<boolean> {
@@ -195,6 +197,10 @@ async function weftCli(args: string[]): Promise<string> {
   return stdout;
 }
 
+/** `weft cluster init` of `network` with `backend` in the embedded store file `store`. */
+const clusterInit = (store: string, backend: string, network = '10.244.0.0/16') =>
+  weftCli(['cluster', 'init', '--store', `embedded:${store}`, '--network', network, '--backend', backend]);
+
 /** Spawn `weft daemon` inside `host` (its own state/run dirs and socket); does not wait. */
 function spawnDaemon(host: BedNs, name: string, store: string, extra: string[] = []): Daemon {
   const dir = path.join(tmp, name);
@@ -202,7 +208,6 @@ function spawnDaemon(host: BedNs, name: string, store: string, extra: string[] =
   const socket = path.join(runDir, 'weft.sock');
   fs.mkdirSync(dir, { recursive: true });
   const logFile = path.join(dir, 'daemon.log');
-  const fd = fs.openSync(logFile, 'a');
   const args = [
     ...NODE_FLAGS,
     ...WEFT,
@@ -225,8 +230,7 @@ function spawnDaemon(host: BedNs, name: string, store: string, extra: string[] =
     ...extra,
   ];
   const spawnedAt = performance.now();
-  const child = host.ns.spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
+  const child = spawnDaemonProcess(host.ns, args, logFile);
   const d = { name, host, dir, runDir, api: new ApiClient(socket, 30_000), child, logFile, spawnedAt };
   daemons.push(d);
   return d;
@@ -234,17 +238,8 @@ function spawnDaemon(host: BedNs, name: string, store: string, extra: string[] =
 
 /** Wait (bounded) until the daemon answers /readyz; resolves to ms since it was spawned. */
 async function ready(d: Daemon, ms = 60_000): Promise<number> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (d.child.exitCode !== null) throw new Error(`daemon ${d.name} exited:\n${tail(d.logFile)}`);
-    try {
-      await d.api.request('GET', '/readyz');
-      return performance.now() - d.spawnedAt;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`daemon ${d.name} not ready:\n${tail(d.logFile)}`);
-      await sleep(20);
-    }
-  }
+  await waitReady(d.child, d.api, { name: d.name, log: () => tail(d.logFile), timeoutMs: ms, pollMs: 20 });
+  return performance.now() - d.spawnedAt;
 }
 
 interface ClusterView {
@@ -253,60 +248,13 @@ interface ClusterView {
   mtu: number;
 }
 
-/** Pids whose network namespace is one of the pins under `dir` (the sandboxes' processes). */
-function pidsInPins(dir: string): number[] {
-  let pins: string[];
-  try {
-    pins = fs.readdirSync(dir).map((f) => path.join(dir, f));
-  } catch {
-    return [];
-  }
-  const inodes = new Set<number>();
-  for (const p of pins) {
-    try {
-      inodes.add(fs.statSync(p).ino);
-    } catch {}
-  }
-  const out: number[] = [];
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (inodes.has(fs.statSync(`/proc/${e}/ns/net`).ino)) out.push(Number(e));
-    } catch {}
-  }
-  return out;
-}
-
 /** Containers through the API, then the daemon (by pid), then leftover sandbox processes and pins. */
 async function stopDaemon(d: Daemon): Promise<void> {
   if (KEEP_LOGS) {
     fs.mkdirSync(KEEP_LOGS, { recursive: true });
     fs.copyFileSync(d.logFile, path.join(KEEP_LOGS, `${d.name}.log`));
   }
-  if (d.child.exitCode === null && d.child.signalCode === null) {
-    try {
-      const list = await d.api.request<{ name: string }[]>('GET', '/v1/containers');
-      for (const c of list) await d.api.request('DELETE', `/v1/containers/${c.name}?force=1`).catch(() => {});
-    } catch {}
-    await kill(d.child, 10_000);
-  }
-  const pinDir = path.join(d.runDir, 'netns');
-  for (const pid of pidsInPins(pinDir)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {}
-  }
-  try {
-    for (const f of fs.readdirSync(pinDir)) Netns.remove(path.join(pinDir, f));
-  } catch {}
-}
-
-/** VmRSS of a process, and the anonymous part of it (heap, stacks: not the mapped binaries), KiB. */
-function rssKiB(pid: number): { rss: number; anon: number } {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string) =>
-    Number(new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1] ?? Number.NaN);
-  return { rss: kib('VmRSS'), anon: kib('RssAnon') };
+  await stopDaemonAndSandboxes(d.child, d.api, d.runDir);
 }
 
 let cleaning: Promise<void> | undefined;
@@ -494,49 +442,14 @@ function vethPath(): Path {
   return { name: 'veth pair', from: { ns: a.ns, ip: '10.99.0.1' }, to: { ns: b.ns, ip: '10.99.0.2' } };
 }
 
-const ipIn = (b: BedNs, ...args: string[]) =>
-  execFileSync('ip', ['-n', b.name, ...args], { stdio: 'pipe', timeout: 10_000 });
-
-/** The testbed with kernel VXLAN configured by hand (as bench/udp.ts does, by `ip` commands). */
+/** The testbed with kernel VXLAN configured by hand by `ip` commands (as bench/udp.ts does). */
 function handVxlanPath(): Path {
   const tb: Testbed = buildTestbed(bedOf('hv'), {
     hosts: 2,
     backendType: 'vxlan',
     underlay: '192.168.101.0/24',
   });
-  const macs = tb.hosts.map((_, i) => `02:42:0a:f4:${(i + 1).toString(16).padStart(2, '0')}:00`);
-  for (const [i, h] of tb.hosts.entries()) {
-    ipIn(h.ns, 'link', 'add', 'vx0', 'address', macs[i]!, 'type', 'vxlan', 'id', '1', 'dstport', '8472');
-    ipIn(
-      h.ns,
-      'link',
-      'set',
-      'vx0',
-      'type',
-      'vxlan',
-      'id',
-      '1',
-      'local',
-      h.publicIp,
-      'dev',
-      'eth0',
-      'nolearning',
-    );
-    ipIn(h.ns, 'link', 'set', 'vx0', 'mtu', '1450', 'up');
-    ipIn(h.ns, 'addr', 'add', `10.244.${i + 1}.0/32`, 'dev', 'vx0');
-    setPodMtu(h, 1450);
-  }
-  for (const [i, h] of tb.hosts.entries()) {
-    for (const [j, o] of tb.hosts.entries()) {
-      if (i === j) continue;
-      const gw = `10.244.${j + 1}.0`;
-      ipIn(h.ns, 'neigh', 'add', gw, 'lladdr', macs[j]!, 'dev', 'vx0', 'nud', 'permanent');
-      execFileSync('bridge', ['-n', h.ns.name, 'fdb', 'append', macs[j]!, 'dev', 'vx0', 'dst', o.publicIp], {
-        stdio: 'pipe',
-      });
-      ipIn(h.ns, 'route', 'add', `10.244.${j + 1}.0/24`, 'via', gw, 'dev', 'vx0', 'onlink');
-    }
-  }
+  vxlanByHand(tb);
   const [a, z] = [tb.hosts[0]!, tb.hosts[1]!];
   return {
     name: 'vxlan by hand',
@@ -565,16 +478,7 @@ function handHostGwPath(): Path {
 async function weftPath(backend: 'vxlan' | 'host-gw' | 'udp', octet: number): Promise<Path> {
   const label = backend === 'host-gw' ? 'hg' : backend === 'vxlan' ? 'vx' : 'ud';
   const store = path.join(tmp, `${label}-store.db`);
-  await weftCli([
-    'cluster',
-    'init',
-    '--store',
-    `embedded:${store}`,
-    '--network',
-    '10.244.0.0/16',
-    '--backend',
-    backend,
-  ]);
+  await clusterInit(store, backend);
   const u = underlay(label, `192.168.${octet}.0/24`, 2);
   const ds = u.hosts.map((h, i) => spawnDaemon(h.ns, `${label}${i + 1}`, store));
   await Promise.all(ds.map((d) => ready(d)));
@@ -735,16 +639,7 @@ interface Convergence {
 async function convergence(): Promise<Convergence> {
   log(`control plane (a): convergence with ${CONV_HOSTS} vxlan hosts, ${REPS} synthetic leases`);
   const store = path.join(tmp, 'conv-store.db');
-  await weftCli([
-    'cluster',
-    'init',
-    '--store',
-    `embedded:${store}`,
-    '--network',
-    '10.244.0.0/16',
-    '--backend',
-    'vxlan',
-  ]);
+  await clusterInit(store, 'vxlan');
   const u = underlay('cv', '192.168.120.0/24', CONV_HOSTS);
   const ds = u.hosts.map((h, i) => spawnDaemon(h.ns, `cv${i + 1}`, store));
   await Promise.all(ds.map((d) => ready(d)));
@@ -846,16 +741,7 @@ async function scale(): Promise<Scale> {
   log(`control plane (b, c): ${PEERS} peers on one vxlan host`);
   // 10.64.0.0/14 holds 1,024 /24 subnets (1,023 handed out); the underlay is a /16.
   const store = path.join(tmp, 'big-store.db');
-  await weftCli([
-    'cluster',
-    'init',
-    '--store',
-    `embedded:${store}`,
-    '--network',
-    '10.64.0.0/14',
-    '--backend',
-    'vxlan',
-  ]);
+  await clusterInit(store, 'vxlan', '10.64.0.0/14');
   const u = underlay('bg', '172.20.0.0/16', 1);
   const d1 = spawnDaemon(u.hosts[0]!.ns, 'big1', store);
   await ready(d1);
@@ -919,16 +805,6 @@ async function scale(): Promise<Scale> {
 }
 
 // ---- figures -----------------------------------------------------------------------------------
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
-}
 
 async function main() {
   const WATCHDOG_MS = (ROUNDS * 6 * (2 * SECONDS + 30) + 600) * 1000;

@@ -19,11 +19,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { openHandle } from '../src/kernel/handle.js';
-import { Netns } from '../src/kernel/netns.js';
 import { formatIPNet } from '../src/lib/ip.js';
 import { type Bed, type BedNs, buildTestbed, setPodMtu, type Testbed } from '../src/net/backends/testbed.js';
 import { createUdpBackend, type UdpBackend } from '../src/net/backends/udp/udp.js';
+import { ipIn, median, pinNs, stopChild, vxlanByHand } from './common.js';
 
 const execFileP = promisify(execFile);
 const arg = (name: string, dflt: number): number => {
@@ -45,11 +44,8 @@ class BenchBed implements Bed {
   readonly made: BedNs[] = [];
   readonly children: ChildProcess[] = [];
   ns(label = 'ns'): BedNs {
-    const name = `wb-${id}-${label}`;
-    const ns = Netns.create(`/run/netns/${name}`);
-    const b = { ns, h: openHandle(ns), name };
+    const b = pinNs(`wb-${id}-${label}`);
     this.made.push(b);
-    b.h.links.setUp('lo');
     return b;
   }
   spawn(b: BedNs, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
@@ -68,13 +64,8 @@ class BenchBed implements Bed {
     });
     return (await running!).stdout;
   }
-  async kill(c: ChildProcess): Promise<void> {
-    if (c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGTERM');
-    const t = setTimeout(() => c.kill('SIGKILL'), 2000);
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 4000))]);
-    clearTimeout(t);
+  kill(c: ChildProcess): Promise<void> {
+    return stopChild(c, 2000, 4000);
   }
   async cleanup(): Promise<void> {
     for (const c of this.children.splice(0)) await this.kill(c);
@@ -89,8 +80,6 @@ interface Result {
   retransmits: number;
   rttMs: number;
 }
-
-const ip = (b: BedNs, ...args: string[]) => execFileSync('ip', ['-n', b.name, ...args], { stdio: 'pipe' });
 
 async function measure(bed: BenchBed, tb: Testbed, variant: string, round: number): Promise<Result> {
   const [a, z] = [tb.hosts[0]!, tb.hosts[1]!];
@@ -163,8 +152,8 @@ async function udptunC(bed: BenchBed, tb: Testbed, bin: string, round: number): 
         if (Date.now() > deadline) throw new Error('udptun did not create its device');
         await new Promise((r) => setTimeout(r, 20));
       }
-      ip(h.ns, 'link', 'set', 'udptun0', 'mtu', '1472', 'up');
-      ip(h.ns, 'addr', 'add', `10.244.${i + 1}.0/16`, 'dev', 'udptun0');
+      ipIn(h.ns, 'link', 'set', 'udptun0', 'mtu', '1472', 'up');
+      ipIn(h.ns, 'addr', 'add', `10.244.${i + 1}.0/16`, 'dev', 'udptun0');
       setPodMtu(h, 1472);
     }
     return await measure(bed, tb, 'udptun.c (reference)', round);
@@ -174,38 +163,8 @@ async function udptunC(bed: BenchBed, tb: Testbed, bin: string, round: number): 
 }
 
 async function kernelVxlan(bed: BenchBed, tb: Testbed, round: number): Promise<Result> {
-  const macs = tb.hosts.map((_, i) => `02:42:0a:f4:${(i + 1).toString(16).padStart(2, '0')}:00`);
   try {
-    for (const [i, h] of tb.hosts.entries()) {
-      ip(h.ns, 'link', 'add', 'vx0', 'address', macs[i]!, 'type', 'vxlan', 'id', '1', 'dstport', '8472');
-      ip(
-        h.ns,
-        'link',
-        'set',
-        'vx0',
-        'type',
-        'vxlan',
-        'id',
-        '1',
-        'local',
-        h.publicIp,
-        'dev',
-        'eth0',
-        'nolearning',
-      );
-      ip(h.ns, 'link', 'set', 'vx0', 'mtu', '1450', 'up');
-      ip(h.ns, 'addr', 'add', `10.244.${i + 1}.0/32`, 'dev', 'vx0');
-      setPodMtu(h, 1450);
-    }
-    for (const [i, h] of tb.hosts.entries()) {
-      for (const [j, o] of tb.hosts.entries()) {
-        if (i === j) continue;
-        const gw = `10.244.${j + 1}.0`;
-        ip(h.ns, 'neigh', 'add', gw, 'lladdr', macs[j]!, 'dev', 'vx0', 'nud', 'permanent');
-        execFileSync('bridge', ['-n', h.ns.name, 'fdb', 'append', macs[j]!, 'dev', 'vx0', 'dst', o.publicIp]);
-        ip(h.ns, 'route', 'add', `10.244.${j + 1}.0/24`, 'via', gw, 'dev', 'vx0', 'onlink');
-      }
-    }
+    vxlanByHand(tb);
     return await measure(bed, tb, 'kernel vxlan (by hand)', round);
   } finally {
     for (const h of tb.hosts) h.ns.h.links.delete('vx0');
@@ -248,12 +207,6 @@ async function main(): Promise<Result[]> {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const results = await main();
 const variants = [...new Set(results.map((r) => r.variant))];

@@ -85,6 +85,22 @@ describe('podman runs containers on weft through the CNI plugin', { skip }, () =
     assert.equal(r.code, 0, `podman ${args.join(' ')}: ${r.stderr}`);
     return r.stdout.trim();
   };
+  /** `podman run --rm --network weftnet OPTS… bb ip -4 -o addr show eth0`: the container's address. */
+  const eth0Addr = (...opts: string[]) =>
+    ok([
+      'run',
+      '--rm',
+      '--network',
+      'weftnet',
+      ...opts,
+      'localhost/bb:latest',
+      'ip',
+      '-4',
+      '-o',
+      'addr',
+      'show',
+      'eth0',
+    ]);
   const attachments = () => d.api.request<AttachView[]>('GET', '/v1/attachments?owner=cni');
   /** Processes whose mount namespace is the test's (podman, conmon, containers). */
   const inMountNs = (): number[] => {
@@ -238,19 +254,7 @@ describe('podman runs containers on weft through the CNI plugin', { skip }, () =
   after(() => b.cleanup());
 
   test('podman run --network weftnet: the container gets its address from weft', async () => {
-    const out = await ok([
-      'run',
-      '--rm',
-      '--network',
-      'weftnet',
-      'localhost/bb:latest',
-      'ip',
-      '-4',
-      '-o',
-      'addr',
-      'show',
-      'eth0',
-    ]);
+    const out = await eth0Addr();
     assert.match(out, new RegExp(`inet ${SUBNET.replaceAll('.', '\\.')}\\.\\d+/24`));
     // --rm: the attachment went with the container.
     assert.deepEqual(await attachments(), []);
@@ -330,21 +334,7 @@ describe('podman runs containers on weft through the CNI plugin', { skip }, () =
     assert.equal(after.length, before - 1);
     assert.ok(!after.some((a) => a.addresses.includes(`${ip1}/24`)), 'the address is free');
     // podman sends --ip as CNI_ARGS IP=…: the freed address is handed out again.
-    const out = await ok([
-      'run',
-      '--rm',
-      '--network',
-      'weftnet',
-      '--ip',
-      ip1!,
-      'localhost/bb:latest',
-      'ip',
-      '-4',
-      '-o',
-      'addr',
-      'show',
-      'eth0',
-    ]);
+    const out = await eth0Addr('--ip', ip1!);
     assert.match(out, new RegExp(`inet ${ip1!.replaceAll('.', '\\.')}/24`));
     await ok(['rm', '-af', '-t', '0']);
     assert.deepEqual(await attachments(), []);

@@ -114,6 +114,15 @@ describe('dockerd 20.10 with weft as its network and IPAM driver', { skip }, () 
       throw new Error(`docker ${args.join(' ')}: ${err.stderr?.trim() || err.message}`);
     }
   };
+  /** `docker network create -d weft --ipam-driver weft ARGS…`; resolves to the network's id. */
+  const createNet = (...args: string[]) =>
+    docker(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', ...args]);
+  /** `docker run -d --stop-timeout 1 --name NAME --network wnet ARGS…`; its id is kept for the cleanup. */
+  const runOnWnet = async (name: string, ...args: string[]) => {
+    containerIds.push(
+      await docker(['run', '-d', '--stop-timeout', '1', '--name', name, '--network', 'wnet', ...args]),
+    );
+  };
   const curl = (url: string) =>
     b.exec(outside, 'curl', ['-s', '--max-time', '3', url]).then(
       (r) => r.stdout,
@@ -239,17 +248,7 @@ describe('dockerd 20.10 with weft as its network and IPAM driver', { skip }, () 
   after(() => b.cleanup());
 
   test('docker network create -d weft --ipam-driver weft makes a weft bridge network', async () => {
-    netId = await docker([
-      'network',
-      'create',
-      '-d',
-      'weft',
-      '--ipam-driver',
-      'weft',
-      '--subnet',
-      SUBNET,
-      'wnet',
-    ]);
+    netId = await createNet('--subnet', SUBNET, 'wnet');
     assert.match(netId, /^[0-9a-f]{64}$/);
     const n = await d.api.request<NetworkView>('GET', `/v1/networks/d-${netId.slice(0, 12)}`);
     assert.deepEqual(
@@ -264,18 +263,7 @@ describe('dockerd 20.10 with weft as its network and IPAM driver', { skip }, () 
   });
 
   test('a pool weft picks, an internal network with driver options; bad options refused', async () => {
-    const id = await docker([
-      'network',
-      'create',
-      '-d',
-      'weft',
-      '--ipam-driver',
-      'weft',
-      '--internal',
-      '-o',
-      'mtu=1400',
-      'inner',
-    ]);
+    const id = await createNet('--internal', '-o', 'mtu=1400', 'inner');
     const n = await d.api.request<NetworkView>('GET', `/v1/networks/d-${id.slice(0, 12)}`);
     const picked = JSON.parse(await docker(['network', 'inspect', 'inner']))[0].IPAM.Config[0].Subnet;
     assert.equal(n.subnets[0]?.subnet, picked);
@@ -283,24 +271,8 @@ describe('dockerd 20.10 with weft as its network and IPAM driver', { skip }, () 
     assert.equal(n.internal, true);
     assert.equal(n.mtu, 1400);
     await docker(['network', 'rm', 'inner']);
-    await assert.rejects(
-      docker(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '-o', 'vlan=3', 'bad']),
-      /driver option "vlan" is not known to weft/,
-    );
-    await assert.rejects(
-      docker([
-        'network',
-        'create',
-        '-d',
-        'weft',
-        '--ipam-driver',
-        'weft',
-        '--subnet',
-        '10.66.0.0/16',
-        'overlapping',
-      ]),
-      /overlaps/,
-    );
+    await assert.rejects(createNet('-o', 'vlan=3', 'bad'), /driver option "vlan" is not known to weft/);
+    await assert.rejects(createNet('--subnet', '10.66.0.0/16', 'overlapping'), /overlaps/);
     const nets = await d.api.request<NetworkView[]>('GET', '/v1/networks');
     assert.deepEqual(
       nets.filter((x) => x.name.startsWith('d-')).map((x) => x.subnets[0]?.subnet),
@@ -316,42 +288,8 @@ describe('dockerd 20.10 with weft as its network and IPAM driver', { skip }, () 
   });
 
   test('two containers ping each other; -p reaches httpd from another namespace under FORWARD DROP', async () => {
-    containerIds.push(
-      await docker([
-        'run',
-        '-d',
-        '--stop-timeout',
-        '1',
-        '--name',
-        'web',
-        '--network',
-        'wnet',
-        '-p',
-        '8080:80',
-        'bb',
-        'httpd',
-        '-f',
-        '-p',
-        '80',
-        '-h',
-        '/www',
-      ]),
-    );
-    containerIds.push(
-      await docker([
-        'run',
-        '-d',
-        '--stop-timeout',
-        '1',
-        '--name',
-        'client',
-        '--network',
-        'wnet',
-        'bb',
-        'sleep',
-        '3600',
-      ]),
-    );
+    await runOnWnet('web', '-p', '8080:80', 'bb', 'httpd', '-f', '-p', '80', '-h', '/www');
+    await runOnWnet('client', 'bb', 'sleep', '3600');
     const webIp = await ipOf('web');
     const clientIp = await ipOf('client');
     assert.equal(webIp, '10.66.0.2');

@@ -4,54 +4,22 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import * as fs from 'node:fs';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { isRoot, testLabName } from '../../../test/bed.js';
 import { check } from './check.js';
 import * as lab from './lab.js';
-import { DEFAULT_PATHS, labDirs, nsName, roleOf } from './topology.js';
+import { assertGone, ipRoutes } from './testkit.test.js';
+import { nsName } from './topology.js';
 
 const execFileP = promisify(execFile);
 const labName = testLabName;
 
-/** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
-function assertGone(name: string): void {
-  const nss = fs.readdirSync(DEFAULT_PATHS.netnsDir).filter((n) => roleOf(name, n));
-  assert.deepEqual(nss, [], 'namespaces left');
-  const d = labDirs(DEFAULT_PATHS, name);
-  const mounts = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.includes(`/weft-${name}-`) || l.includes(`${d.run}/`) || l.includes(`${d.state}/`));
-  assert.deepEqual(mounts, [], 'mounts left');
-  const procs: string[] = [];
-  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-    try {
-      const env = fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
-      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (env.includes(`WEFT_LAB=${name}`) || cmd.includes(`/lab/${name}/`)) procs.push(`${p} ${cmd}`);
-    } catch {
-      // gone
-    }
-  }
-  assert.deepEqual(procs, [], 'processes left');
-  assert.equal(fs.existsSync(d.state), false, 'state dir left');
-  assert.equal(fs.existsSync(d.run), false, 'run dir left');
-}
-
-async function ipRoutes(
-  name: string,
-  host: string,
-): Promise<{ dst: string; gateway?: string; dev: string }[]> {
-  const { stdout } = await execFileP(
-    'ip',
-    ['-n', nsName(name, host as `host${number}`), '-j', 'route', 'show'],
-    {
-      timeout: 10_000,
-    },
-  );
-  return JSON.parse(stdout || '[]') as { dst: string; gateway?: string; dev: string }[];
+/** `weft lab check` passes all of its checks on a 3-host lab with one container each. */
+async function checkPasses(name: string): Promise<void> {
+  const r = await check(name);
+  assert.equal(r.ok, true, JSON.stringify(r.results.filter((x) => !x.ok)));
+  assert.equal(r.passed, 3 * 2 + 3 + 1);
 }
 
 describe('weft lab with the host-gw and udp backends', { skip: !isRoot() && 'needs root' }, () => {
@@ -67,9 +35,7 @@ describe('weft lab with the host-gw and udp backends', { skip: !isRoot() && 'nee
           `${p.subnet} via ${p.publicIp}: ${JSON.stringify(routes)}`,
         );
       }
-      const r = await check(name);
-      assert.equal(r.ok, true, JSON.stringify(r.results.filter((x) => !x.ok)));
-      assert.equal(r.passed, 3 * 2 + 3 + 1);
+      await checkPasses(name);
     } finally {
       await lab.down(name);
     }
@@ -94,9 +60,7 @@ describe('weft lab with the host-gw and udp backends', { skip: !isRoot() && 'nee
       ]);
       const link = (JSON.parse(stdout) as { linkinfo?: { info_kind?: string } }[])[0];
       assert.equal(link?.linkinfo?.info_kind, 'tun');
-      const r = await check(name);
-      assert.equal(r.ok, true, JSON.stringify(r.results.filter((x) => !x.ok)));
-      assert.equal(r.passed, 3 * 2 + 3 + 1);
+      await checkPasses(name);
     } finally {
       await lab.down(name);
     }

@@ -9,38 +9,13 @@ import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { isRoot, testLabName } from '../../../test/bed.js';
 import { Netns } from '../../kernel/netns.js';
-import { WeftError } from '../../lib/errors.js';
 import * as lab from './lab.js';
 import { spawnDetached } from './procs.js';
-import { DEFAULT_PATHS, hostDirs, labDirs, roleOf } from './topology.js';
+import { assertGone, code } from './testkit.test.js';
+import { DEFAULT_PATHS, hostDirs } from './topology.js';
 import { createNs } from './underlay.js';
 
 const labName = testLabName;
-
-/** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
-function assertGone(name: string): void {
-  const nss = fs.readdirSync(DEFAULT_PATHS.netnsDir).filter((n) => roleOf(name, n));
-  assert.deepEqual(nss, [], 'namespaces left');
-  const d = labDirs(DEFAULT_PATHS, name);
-  const mounts = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.includes(`/weft-${name}-`) || l.includes(`${d.run}/`) || l.includes(`${d.state}/`));
-  assert.deepEqual(mounts, [], 'mounts left');
-  const procs: string[] = [];
-  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-    try {
-      const env = fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
-      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (env.includes(`WEFT_LAB=${name}`) || cmd.includes(`/lab/${name}/`)) procs.push(`${p} ${cmd}`);
-    } catch {
-      // gone
-    }
-  }
-  assert.deepEqual(procs, [], 'processes left');
-  assert.equal(fs.existsSync(d.state), false, 'state dir left');
-  assert.equal(fs.existsSync(d.run), false, 'run dir left');
-}
 
 describe('weft lab down', { skip: !isRoot() && 'needs root' }, () => {
   test('a half-made lab with no record: processes in its namespaces and sandboxes stopped, all removed', async () => {
@@ -65,10 +40,7 @@ describe('weft lab down', { skip: !isRoot() && 'needs root' }, () => {
         lab.listLabs().find((l) => l.name === name),
         { name, hosts: 0, state: 'partial' },
       );
-      await assert.rejects(
-        lab.status(name),
-        (e: unknown) => e instanceof WeftError && e.code === 'NOT_FOUND',
-      );
+      await assert.rejects(lab.status(name), code('NOT_FOUND'));
       const d = await lab.down(name);
       assert.equal(d.existed, true);
       assert.equal(d.namespaces, 2);
@@ -83,9 +55,6 @@ describe('weft lab down', { skip: !isRoot() && 'needs root' }, () => {
   test('a lab that does not exist: nothing to do; a bad name: INVALID', async () => {
     const d = await lab.down(labName('n'));
     assert.equal(d.existed, false);
-    await assert.rejects(
-      lab.down('Bad_Name'),
-      (e: unknown) => e instanceof WeftError && e.code === 'INVALID',
-    );
+    await assert.rejects(lab.down('Bad_Name'), code('INVALID'));
   });
 });

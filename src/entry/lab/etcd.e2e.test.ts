@@ -9,34 +9,9 @@ import { describe, test } from 'node:test';
 import { isRoot, testLabName } from '../../../test/bed.js';
 import { check } from './check.js';
 import * as lab from './lab.js';
-import { DEFAULT_PATHS, labDirs, roleOf } from './topology.js';
+import { assertGone } from './testkit.test.js';
 
 const labName = testLabName;
-
-/** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
-function assertGone(name: string): void {
-  const nss = fs.readdirSync(DEFAULT_PATHS.netnsDir).filter((n) => roleOf(name, n));
-  assert.deepEqual(nss, [], 'namespaces left');
-  const d = labDirs(DEFAULT_PATHS, name);
-  const mounts = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.includes(`/weft-${name}-`) || l.includes(`${d.run}/`) || l.includes(`${d.state}/`));
-  assert.deepEqual(mounts, [], 'mounts left');
-  const procs: string[] = [];
-  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-    try {
-      const env = fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
-      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (env.includes(`WEFT_LAB=${name}`) || cmd.includes(`/lab/${name}/`)) procs.push(`${p} ${cmd}`);
-    } catch {
-      // gone
-    }
-  }
-  assert.deepEqual(procs, [], 'processes left');
-  assert.equal(fs.existsSync(d.state), false, 'state dir left');
-  assert.equal(fs.existsSync(d.run), false, 'run dir left');
-}
 
 const hasEtcd = fs.existsSync('/usr/bin/etcd');
 

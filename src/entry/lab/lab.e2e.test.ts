@@ -13,54 +13,13 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { isRoot, RUN_ID, testLabName } from '../../../test/bed.js';
-import { WeftError } from '../../lib/errors.js';
 import { check } from './check.js';
 import * as lab from './lab.js';
-import { DEFAULT_PATHS, labDirs, nsName, roleOf } from './topology.js';
+import { assertGone, code, ipRoutes } from './testkit.test.js';
+import { roleOf } from './topology.js';
 
 const execFileP = promisify(execFile);
 const labName = testLabName;
-const code = (c: string, re?: RegExp) => (e: unknown) =>
-  e instanceof WeftError && e.code === c && (re === undefined || re.test(e.message));
-
-/** Nothing of lab `name` is left: namespace, mount, process, state or run dir. */
-function assertGone(name: string): void {
-  const nss = fs.readdirSync(DEFAULT_PATHS.netnsDir).filter((n) => roleOf(name, n));
-  assert.deepEqual(nss, [], 'namespaces left');
-  const d = labDirs(DEFAULT_PATHS, name);
-  const mounts = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.includes(`/weft-${name}-`) || l.includes(`${d.run}/`) || l.includes(`${d.state}/`));
-  assert.deepEqual(mounts, [], 'mounts left');
-  const procs: string[] = [];
-  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-    try {
-      const env = fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
-      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (env.includes(`WEFT_LAB=${name}`) || cmd.includes(`/lab/${name}/`)) procs.push(`${p} ${cmd}`);
-    } catch {
-      // gone
-    }
-  }
-  assert.deepEqual(procs, [], 'processes left');
-  assert.equal(fs.existsSync(d.state), false, 'state dir left');
-  assert.equal(fs.existsSync(d.run), false, 'run dir left');
-}
-
-async function ipRoutes(
-  name: string,
-  host: string,
-): Promise<{ dst: string; gateway?: string; dev: string }[]> {
-  const { stdout } = await execFileP(
-    'ip',
-    ['-n', nsName(name, host as `host${number}`), '-j', 'route', 'show'],
-    {
-      timeout: 10_000,
-    },
-  );
-  return JSON.parse(stdout || '[]') as { dst: string; gateway?: string; dev: string }[];
-}
 
 /** Poll `cond` every 50 ms for at most `ms`; true once it held. */
 async function eventually(cond: () => Promise<boolean>, ms: number): Promise<boolean> {

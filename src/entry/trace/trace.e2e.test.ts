@@ -10,7 +10,6 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import * as fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { isRoot, testLabName } from '../../../test/bed.js';
@@ -18,18 +17,16 @@ import { type NetHandle, openHandle } from '../../kernel/handle.js';
 import { Netns } from '../../kernel/netns.js';
 import { Nft } from '../../kernel/nft.js';
 import { runTool } from '../../kernel/run.js';
-import { WeftError } from '../../lib/errors.js';
 import { formatIP, networkOf, parseIPNet } from '../../lib/ip.js';
 import type { Hop } from '../../net/trace/index.js';
 import * as lab from '../lab/lab.js';
 import { alive } from '../lab/procs.js';
-import { DEFAULT_PATHS, labDirs, nsPath, type Role, roleOf } from '../lab/topology.js';
+import { assertGone, code } from '../lab/testkit.test.js';
+import { DEFAULT_PATHS, nsPath, type Role } from '../lab/topology.js';
 import { runTrace, type TraceReport } from './command.js';
 
 const execFileP = promisify(execFile);
 const labName = testLabName;
-const code = (c: string, re?: RegExp) => (e: unknown) =>
-  e instanceof WeftError && e.code === c && (re === undefined || re.test(e.message));
 
 /** `place step` of every hop, in order. */
 const steps = (r: TraceReport): string[] => r.trace.hops.map((h) => `${h.place} ${h.step}`);
@@ -43,14 +40,6 @@ const brokenHop = (r: TraceReport): Hop => {
   assert.ok(b, `not broken:\n${r.text}`);
   return b;
 };
-
-function assertGone(name: string): void {
-  const nss = fs.readdirSync(DEFAULT_PATHS.netnsDir).filter((n) => roleOf(name, n));
-  assert.deepEqual(nss, [], 'namespaces left');
-  const d = labDirs(DEFAULT_PATHS, name);
-  assert.equal(fs.existsSync(d.state), false, 'state dir left');
-  assert.equal(fs.existsSync(d.run), false, 'run dir left');
-}
 
 /** A lab host's namespace and handle, closed by the caller. */
 function hostNs(name: string, host: string): { ns: Netns; h: NetHandle } {
@@ -103,17 +92,27 @@ async function upLab(name: string, backend: string, containers: number): Promise
   };
 }
 
-describe('weft trace on a vxlan lab', { skip: !isRoot() && 'needs root', concurrency: false }, () => {
-  const name = labName('tv');
-  let L: Lab;
+/**
+ * The tests of `body`, in order, on one lab of `backend` (2 hosts, 2 containers each) named
+ * `labName(tag)`: up before them (`L` filled in then), down after them leaving nothing.
+ */
+function onLab(title: string, tag: string, backend: string, body: (name: string, L: Lab) => void): void {
+  describe(title, { skip: !isRoot() && 'needs root', concurrency: false }, () => {
+    const name = labName(tag);
+    const L: Lab = { name, hosts: [] };
+    before(async () => {
+      Object.assign(L, await upLab(name, backend, 2));
+    });
+    after(async () => {
+      await lab.down(name);
+      assertGone(name);
+    });
+    body(name, L);
+  });
+}
+
+onLab('weft trace on a vxlan lab', 'tv', 'vxlan', (name, L) => {
   const trace = (src: string, dst: string, probe = false) => runTrace({ src, dst, lab: name, probe });
-  before(async () => {
-    L = await upLab(name, 'vxlan', 2);
-  });
-  after(async () => {
-    await lab.down(name);
-    assertGone(name);
-  });
 
   test('same host: container eth0 → veth → bridge (forward hook of br_netfilter) → veth → container', async () => {
     const r = await trace('h1c1', 'h1c2:80');
@@ -470,17 +469,7 @@ async function localFlows(name: string, L: Lab): Promise<void> {
   assert.equal(steps(out).at(-1), 'internet deliver');
 }
 
-describe('weft trace on a host-gw lab', { skip: !isRoot() && 'needs root', concurrency: false }, () => {
-  const name = labName('tg');
-  let L: Lab;
-  before(async () => {
-    L = await upLab(name, 'host-gw', 2);
-  });
-  after(async () => {
-    await lab.down(name);
-    assertGone(name);
-  });
-
+onLab('weft trace on a host-gw lab', 'tg', 'host-gw', (name, L) => {
   test('across hosts: the route via the peer’s public IP, out of eth0, no encapsulation; the probe confirms it', async () => {
     const r = await runTrace({ src: 'h1c1', dst: 'h2c1:80', lab: name, probe: true });
     assert.equal(r.ok, true, r.text);
@@ -513,17 +502,7 @@ describe('weft trace on a host-gw lab', { skip: !isRoot() && 'needs root', concu
   test('same host, a published port from the internet, and the outside', () => localFlows(name, L));
 });
 
-describe('weft trace on a udp lab', { skip: !isRoot() && 'needs root', concurrency: false }, () => {
-  const name = labName('tu');
-  let L: Lab;
-  before(async () => {
-    L = await upLab(name, 'udp', 2);
-  });
-  after(async () => {
-    await lab.down(name);
-    assertGone(name);
-  });
-
+onLab('weft trace on a udp lab', 'tu', 'udp', (name, L) => {
   test('across hosts: into weft-tun0, the daemon’s peer table, UDP 8285, the peer’s daemon, its TUN; probe', async () => {
     const r = await runTrace({ src: 'h1c1', dst: 'h2c1:80', lab: name, probe: true });
     assert.equal(r.ok, true, r.text);
