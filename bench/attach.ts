@@ -7,9 +7,14 @@
  * the conflist as a runtime does (ADD: bridge, then portmap with prevResult = bridge's result;
  * DEL: portmap, then bridge), each plugin spawned inside the host namespace. Attach = namespace
  * create + ADD chain; detach = DEL chain + namespace removal.
- * weft: a daemon inside a second "host" namespace; attach = POST /v1/containers (which also
- * creates the namespace and starts the sandbox's process, `sleep 3600`), detach = DELETE ?force=1.
- * The daemon's VmRSS is read when it is ready and again with all 200 sandboxes up.
+ * weft: a daemon inside a second "host" namespace, two passes on one bridge network:
+ *   - containers: attach = POST /v1/containers (which also creates the namespace and starts the
+ *     sandbox's process, `sleep 3600`), detach = DELETE ?force=1 — weft's own sandboxes, more
+ *     work than the reference does;
+ *   - attachments, the same work as the reference: the benchmark pins a container namespace,
+ *     then POST /v1/attachments puts it on the network with the port published (what weft's
+ *     CNI plugin asks the daemon); detach = DELETE /v1/attachments/… + removing the pin.
+ * The daemon's VmRSS is read when it is ready and again with all 200 containers up.
  *
  * Everything is removed at the end, also on failure: containers through the API, then the
  * daemon (by pid), leftover sandbox processes (found by their namespace), namespace pins, temp dirs.
@@ -24,7 +29,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ApiClient } from '../src/entry/client.js';
 import { Netns } from '../src/kernel/netns.js';
-import { pct, pinNs, rssKiB, runPlugin, spawnDaemon, stopDaemon, waitReady } from './common.js';
+import {
+  attachmentBody,
+  pct,
+  pinNs,
+  rssKiB,
+  runPlugin,
+  spawnDaemon,
+  stopDaemon,
+  waitReady,
+} from './common.js';
 
 const countArg = process.argv.indexOf('--count');
 const COUNT = countArg > 0 ? Number(process.argv[countArg + 1]) : 200;
@@ -55,6 +69,7 @@ interface Side {
 interface Result {
   count: number;
   weft: Side;
+  attachments: Side;
   reference: Side;
   daemonRssKiB: number;
   daemonIdleRssKiB: number;
@@ -126,7 +141,7 @@ async function reference_(tmp: string): Promise<Side> {
   }
 }
 
-async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: number }> {
+async function weft(tmp: string): Promise<{ side: Side; attachments: Side; rss: number; idleRss: number }> {
   const host = mkns('whost');
   const runDir = path.join(tmp, 'run');
   const socket = path.join(runDir, 'weft.sock');
@@ -178,12 +193,46 @@ async function weft(tmp: string): Promise<{ side: Side; rss: number; idleRss: nu
       if ((i + 1) % 50 === 0) log(`  weft: ${i + 1} detached`);
     }
     side.detachTotalMs = performance.now() - t0;
+    const attachments = await attachmentsPass(api);
     await api.request('DELETE', '/v1/networks/bench');
-    return { side, rss, idleRss };
+    return { side, attachments, rss, idleRss };
   } finally {
     // Containers first (their processes outlive the daemon), then the daemon, then leftovers.
     await stopDaemon(child, api, runDir);
     if (DAEMON_LOG) fs.copyFileSync(logFile, DAEMON_LOG);
+  }
+}
+
+/** The reference's work through weft: a pinned namespace put on the network by the daemon. */
+async function attachmentsPass(api: ApiClient): Promise<Side> {
+  const side: Side = { attach: [], detach: [], attachTotalMs: 0, detachTotalMs: 0 };
+  const pinOf = (i: number) => `/run/netns/wb-${id}-wa${i}`;
+  const cid = (i: number) => `wb${id}a${i}`;
+  const conts: (Netns | undefined)[] = [];
+  try {
+    let t0 = performance.now();
+    for (let i = 0; i < COUNT; i++) {
+      const t = performance.now();
+      conts[i] = Netns.create(pinOf(i));
+      await api.request('POST', '/v1/attachments', attachmentBody(cid(i), pinOf(i), PORT_BASE + i));
+      side.attach.push(performance.now() - t);
+      if ((i + 1) % 50 === 0) log(`  weft attachments: ${i + 1} attached`);
+    }
+    side.attachTotalMs = performance.now() - t0;
+    t0 = performance.now();
+    for (let i = 0; i < COUNT; i++) {
+      const t = performance.now();
+      await api.request('DELETE', `/v1/attachments/cni/${cid(i)}?ifname=eth0`);
+      conts[i]?.delete();
+      conts[i] = undefined;
+      side.detach.push(performance.now() - t);
+      if ((i + 1) % 50 === 0) log(`  weft attachments: ${i + 1} detached`);
+    }
+    side.detachTotalMs = performance.now() - t0;
+    return side;
+  } finally {
+    for (const c of conts) c?.delete();
+    for (let i = 0; i < COUNT; i++) Netns.remove(pinOf(i));
   }
 }
 
@@ -194,7 +243,14 @@ async function main(): Promise<Result> {
     const reference = await reference_(tmp);
     log(`weft daemon: ${COUNT} sandboxes on ${WEFT_SUBNET}`);
     const w = await weft(tmp);
-    return { count: COUNT, weft: w.side, reference, daemonRssKiB: w.rss, daemonIdleRssKiB: w.idleRss };
+    return {
+      count: COUNT,
+      weft: w.side,
+      attachments: w.attachments,
+      reference,
+      daemonRssKiB: w.rss,
+      daemonIdleRssKiB: w.idleRss,
+    };
   } finally {
     for (const ns of made.reverse()) ns.delete();
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -212,21 +268,27 @@ if (json) {
     detachTotalMs: s.detachTotalMs,
   });
   process.stdout.write(
-    `${JSON.stringify({ count: r.count, weft: sum(r.weft), reference: sum(r.reference), daemonRssKiB: r.daemonRssKiB, daemonIdleRssKiB: r.daemonIdleRssKiB })}\n`,
+    `${JSON.stringify({ count: r.count, weft: sum(r.weft), attachments: sum(r.attachments), reference: sum(r.reference), daemonRssKiB: r.daemonRssKiB, daemonIdleRssKiB: r.daemonIdleRssKiB })}\n`,
   );
 } else {
   const f = (n: number) => n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0);
   console.log(`${r.count} sandboxes, one published port each, sequential:\n`);
-  console.log('| measure | weft | reference CNI | reference / weft |');
-  console.log('| --- | ---: | ---: | ---: |');
-  const row = (label: string, w: number, ref: number) =>
-    console.log(`| ${label} | ${f(w)} | ${f(ref)} | ${(ref / w).toFixed(1)}× |`);
-  row('attach p50 ms', pct(r.weft.attach, 50), pct(r.reference.attach, 50));
-  row('attach p95 ms', pct(r.weft.attach, 95), pct(r.reference.attach, 95));
-  row('detach p50 ms', pct(r.weft.detach, 50), pct(r.reference.detach, 50));
-  row('detach p95 ms', pct(r.weft.detach, 95), pct(r.reference.detach, 95));
-  row(`attach total ms (${r.count})`, r.weft.attachTotalMs, r.reference.attachTotalMs);
-  row(`detach total ms (${r.count})`, r.weft.detachTotalMs, r.reference.detachTotalMs);
+  console.log(
+    '| measure | weft containers | weft attachments | reference CNI | reference / containers | reference / attachments |',
+  );
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  const row = (label: string, get: (s: Side) => number) => {
+    const [c, a, ref] = [get(r.weft), get(r.attachments), get(r.reference)];
+    console.log(
+      `| ${label} | ${f(c)} | ${f(a)} | ${f(ref)} | ${(ref / c).toFixed(1)}× | ${(ref / a).toFixed(1)}× |`,
+    );
+  };
+  row('attach p50 ms', (s) => pct(s.attach, 50));
+  row('attach p95 ms', (s) => pct(s.attach, 95));
+  row('detach p50 ms', (s) => pct(s.detach, 50));
+  row('detach p95 ms', (s) => pct(s.detach, 95));
+  row(`attach total ms (${r.count})`, (s) => s.attachTotalMs);
+  row(`detach total ms (${r.count})`, (s) => s.detachTotalMs);
   const mib = (k: number) => (k / 1024).toFixed(1);
   console.log(
     `\nweft daemon VmRSS: ${mib(r.daemonRssKiB)} MiB with ${r.count} sandboxes up (${mib(r.daemonIdleRssKiB)} MiB when ready, before any)`,

@@ -25,7 +25,7 @@ import * as path from 'node:path';
 import { buildCniPlugin } from '../scripts/build-cni.js';
 import { ApiClient } from '../src/entry/client.js';
 import { Netns } from '../src/kernel/netns.js';
-import { pct, pinNs, runPlugin, spawnDaemon, stopChild, waitReady } from './common.js';
+import { attachmentBody, pct, pinNs, runPlugin, spawnDaemon, stopChild, waitReady } from './common.js';
 
 const countArg = process.argv.indexOf('--count');
 const COUNT = countArg > 0 ? Number(process.argv[countArg + 1]) : 100;
@@ -156,14 +156,7 @@ async function runApi(api: ApiClient, mode: Mode): Promise<Timing> {
     await pool(COUNT, width, async (i) => {
       conts[i] = Netns.create(pin(i));
       const t0 = performance.now();
-      await api.request('POST', '/v1/attachments', {
-        owner: 'cni',
-        containerId: cid(i),
-        netns: pin(i),
-        ifname: 'eth0',
-        network: 'bench',
-        ports: [`${PORT_BASE + i}:80/tcp`],
-      });
+      await api.request('POST', '/v1/attachments', attachmentBody(cid(i), pin(i), PORT_BASE + i));
       t.add.push(performance.now() - t0);
     });
     await pool(COUNT, width, async (i) => {

@@ -236,3 +236,16 @@ export function vxlanByHand(tb: Testbed): void {
     }
   }
 }
+
+/**
+ * The body of `POST /v1/attachments` the benchmarks send: what weft's CNI plugin asks for one
+ * container (eth0 on network `bench`, one published TCP port → 80).
+ */
+export const attachmentBody = (containerId: string, netns: string, hostPort: number) => ({
+  owner: 'cni',
+  containerId,
+  netns,
+  ifname: 'eth0',
+  network: 'bench',
+  ports: [`${hostPort}:80/tcp`],
+});

@@ -17,7 +17,7 @@ fi
 declare -A pkgs=(
   [ip]=iproute2 [bridge]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack
   [ping]=iputils-ping [iperf3]=iperf3 [socat]=socat [busybox]=busybox-static [nc]=netcat-openbsd
-  [tcpdump]=tcpdump [curl]=curl [nsenter]=util-linux [unshare]=util-linux
+  [tcpdump]=tcpdump [curl]=curl [nsenter]=util-linux [unshare]=util-linux [perl]=perl-base
   # the etcd store's tests and `weft lab --store etcd`
   [etcd]=etcd-server
   # the Docker plugin's real-client test: Debian's dockerd 20.10 (with containerd, runc), started

@@ -70,8 +70,15 @@ export interface ProcessSpec {
   readonly env: Readonly<Record<string, string>>;
   readonly logPath: string;
 }
+/** A sandbox process set up and waiting to exec its command (see net/process.ts). */
+export interface PreparedProcess {
+  readonly pid: number;
+  start(): Promise<{ pid: number; startTime: string }>;
+  cancel(): Promise<void>;
+}
 export interface ProcessPort {
-  start(spec: ProcessSpec): Promise<{ pid: number; startTime: string }>;
+  /** Set the process up in its namespaces, without running the command yet. */
+  prepare(spec: ProcessSpec): Promise<PreparedProcess>;
   alive(pid: number, startTime: string): boolean;
   stop(pid: number, startTime: string, opts: { timeoutMs: number }): Promise<void>;
   renderFiles(input: {
@@ -539,7 +546,6 @@ export class HostService {
       status: 'created',
       created: new Date().toISOString(),
     };
-
     return await transaction(async (rb) => {
       rb.push('re-apply firewall and dns', () => this.#reapply());
       // 1. Records: the sandbox and, per network, its endpoint with freshly allocated addresses.
@@ -563,26 +569,41 @@ export class HostService {
           st.deleteSandbox(id);
         }),
       );
-
-      // 2. Kernel: the namespace, then each endpoint joined into it.
+      // 2. Kernel: the namespace; the process sets itself up in it (its own namespaces, files)
+      // while the endpoints are joined and the firewall applied, and runs its command once the
+      // network is in place: the two overlap, and the command never starts without its network.
       let sandbox: SandboxRef | undefined;
       if (!hostMode) {
         const sb = createSandbox(this.#d.host.runDir, id);
         sandbox = sb;
         rb.push('remove sandbox namespace', () => removeSandbox(this.#d.host.runDir, id));
       }
-      for (const e of endpoints) await this.#join(e, sandbox!, rb);
-      await this.#applyFirewall();
-
-      // 3. The process, with its generated files.
       rb.push('remove container files', () =>
         fs.rmSync(this.#filesDir(id), { recursive: true, force: true }),
       );
-      const started = await this.#startProcess(rec, sandbox?.ns ?? 'host', endpoints);
+      const preparing = this.#prepareProcess(rec, sandbox?.ns ?? 'host', endpoints);
+      // Settled here so that a failure while joining does not leave it unhandled; cancelled on undo.
+      const prepared = preparing.then(
+        (p) => ({ p }),
+        (error: unknown) => ({ error }),
+      );
+      rb.push('stop the prepared process', async () => {
+        const r = await prepared;
+        if ('p' in r) await r.p.cancel();
+      });
+      for (const e of endpoints) await this.#join(e, sandbox!, rb);
+      await this.#applyFirewall();
+
+      // Its name resolves from when its command runs.
+      await this.#applyDns();
+
+      // 3. The command runs.
+      const ready = await prepared;
+      if ('error' in ready) throw ready.error;
+      const started = await ready.p.start();
       const running: SandboxRecord = { ...rec, ...started, status: 'running' };
       st.putSandbox(running);
       sandbox?.ns.close();
-      await this.#applyDns();
       this.#log.info('container started', { container: name, id, pid: started.pid });
       return this.#containerView(running);
     });
@@ -978,8 +999,11 @@ export class HostService {
         const n = st.network(e.networkId);
         if (!n) continue;
         const drv = this.#driver(n.driver);
-        // Leave removes the host veth even when the container's namespace is gone.
-        await drv.leave(this.#spec(n), this.#epSpec(e), ref ?? { id: s.id, ns: this.#d.host.ns });
+        // Leave removes the host veth even when the container's namespace is gone. A namespace
+        // of our own goes right after: its interfaces are left to the kernel's clean-up of it.
+        await drv.leave(this.#spec(n), this.#epSpec(e), ref ?? { id: s.id, ns: this.#d.host.ns }, {
+          namespaceGoing: ref !== undefined && s.netnsMode === 'own',
+        });
         await drv.deleteEndpoint(this.#spec(n), this.#epSpec(e));
       }
     } finally {
@@ -1108,11 +1132,11 @@ export class HostService {
     rb.push(`leave ${e.ifname}`, () => drv.leave(spec, ep, sandbox));
   }
 
-  async #startProcess(
+  async #prepareProcess(
     s: SandboxRecord,
     netns: Netns | 'host',
     endpoints: readonly EndpointRecord[],
-  ): Promise<{ pid: number; startTime: string }> {
+  ): Promise<PreparedProcess> {
     const st = this.#d.state;
     const ips = endpoints.flatMap((e) => e.addresses.map((a) => parseIPNet(a).ip));
     const dnsNet = endpoints.map((e) => st.network(e.networkId)).find((n) => n?.dns);
@@ -1131,7 +1155,7 @@ export class HostService {
     });
     const dir = this.#filesDir(s.id);
     fs.mkdirSync(dir, { recursive: true });
-    return await this.#d.processes.start({
+    return await this.#d.processes.prepare({
       netns,
       hostname: s.hostname,
       filesDir: dir,
@@ -1202,10 +1226,13 @@ export class HostService {
     const st = this.#d.state;
     const listen: { address: string; network: string }[] = [];
     const records: DnsRecord[] = [];
-    for (const n of st.networks().filter((x) => x.dns)) {
+    const nets = st.networks().filter((x) => x.dns);
+    // One read of the sandboxes, not one query per endpoint.
+    const sandboxes = nets.length > 0 ? new Map(st.sandboxes().map((s) => [s.id, s])) : new Map();
+    for (const n of nets) {
       listen.push(...n.subnets.map((s) => ({ address: s.gateway, network: n.name })));
       for (const e of st.endpoints({ networkId: n.id })) {
-        const s = st.sandbox(e.sandboxId);
+        const s = sandboxes.get(e.sandboxId);
         if (!s) continue;
         const ips = e.addresses.map((a) => parseIPNet(a).ip);
         for (const name of new Set([s.name, ...e.aliases])) records.push({ network: n.name, name, ips });

@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 export class HostState implements IpamStore {
   readonly #db: Database.Database;
+  /** Statements prepared once and reused: preparing costs more than running them. */
+  readonly #stmts = new Map<string, Database.Statement<never, never>>();
 
   private constructor(db: Database.Database) {
     this.#db = db;
@@ -112,7 +114,17 @@ export class HostState implements IpamStore {
   }
 
   close(): void {
+    this.#stmts.clear();
     this.#db.close();
+  }
+
+  #prep<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
+    let st = this.#stmts.get(sql) as Database.Statement<P, R> | undefined;
+    if (!st) {
+      st = this.#db.prepare<P, R>(sql);
+      this.#stmts.set(sql, st as unknown as Database.Statement<never, never>);
+    }
+    return st;
   }
 
   /** Run `fn` in one immediate transaction (serialised with other processes). */
@@ -123,21 +135,18 @@ export class HostState implements IpamStore {
   // ---- networks -----------------------------------------------------------------------------
 
   networks(): NetworkRecord[] {
-    return this.#db
-      .prepare<[], { doc: string }>('SELECT doc FROM networks ORDER BY name')
+    return this.#prep<[], { doc: string }>('SELECT doc FROM networks ORDER BY name')
       .all()
       .map((r) => JSON.parse(r.doc) as NetworkRecord);
   }
   network(nameOrId: string): NetworkRecord | undefined {
-    const r = this.#db
-      .prepare<[string, string], { doc: string }>('SELECT doc FROM networks WHERE name = ? OR id = ?')
+    const r = this.#prep<[string, string], { doc: string }>('SELECT doc FROM networks WHERE name = ? OR id = ?')
       .get(nameOrId, nameOrId);
     return r ? (JSON.parse(r.doc) as NetworkRecord) : undefined;
   }
   putNetwork(n: NetworkRecord): void {
     try {
-      this.#db
-        .prepare(
+      this.#prep(
           'INSERT INTO networks (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
         )
         .run(n.id, n.name, JSON.stringify(n));
@@ -146,27 +155,24 @@ export class HostState implements IpamStore {
     }
   }
   deleteNetwork(id: string): void {
-    this.#db.prepare('DELETE FROM networks WHERE id = ?').run(id);
+    this.#prep('DELETE FROM networks WHERE id = ?').run(id);
   }
 
   // ---- sandboxes ----------------------------------------------------------------------------
 
   sandboxes(): SandboxRecord[] {
-    return this.#db
-      .prepare<[], { doc: string }>('SELECT doc FROM sandboxes ORDER BY name')
+    return this.#prep<[], { doc: string }>('SELECT doc FROM sandboxes ORDER BY name')
       .all()
       .map((r) => JSON.parse(r.doc) as SandboxRecord);
   }
   sandbox(nameOrId: string): SandboxRecord | undefined {
-    const r = this.#db
-      .prepare<[string, string], { doc: string }>('SELECT doc FROM sandboxes WHERE name = ? OR id = ?')
+    const r = this.#prep<[string, string], { doc: string }>('SELECT doc FROM sandboxes WHERE name = ? OR id = ?')
       .get(nameOrId, nameOrId);
     return r ? (JSON.parse(r.doc) as SandboxRecord) : undefined;
   }
   putSandbox(s: SandboxRecord): void {
     try {
-      this.#db
-        .prepare(
+      this.#prep(
           'INSERT INTO sandboxes (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
         )
         .run(s.id, s.name, JSON.stringify(s));
@@ -175,14 +181,13 @@ export class HostState implements IpamStore {
     }
   }
   deleteSandbox(id: string): void {
-    this.#db.prepare('DELETE FROM sandboxes WHERE id = ?').run(id);
+    this.#prep('DELETE FROM sandboxes WHERE id = ?').run(id);
   }
 
   // ---- endpoints ----------------------------------------------------------------------------
 
   endpoints(filter: { sandboxId?: string; networkId?: string } = {}): EndpointRecord[] {
-    return this.#db
-      .prepare<[], { doc: string }>('SELECT doc FROM endpoints ORDER BY id')
+    return this.#prep<[], { doc: string }>('SELECT doc FROM endpoints ORDER BY id')
       .all()
       .map((r) => JSON.parse(r.doc) as EndpointRecord)
       .filter(
@@ -193,8 +198,7 @@ export class HostState implements IpamStore {
   }
   putEndpoint(e: EndpointRecord): void {
     try {
-      this.#db
-        .prepare(
+      this.#prep(
           'INSERT INTO endpoints (id, sandbox_id, network_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
         )
         .run(e.id, e.sandboxId, e.networkId, JSON.stringify(e));
@@ -203,42 +207,38 @@ export class HostState implements IpamStore {
     }
   }
   deleteEndpoint(id: string): void {
-    this.#db.prepare('DELETE FROM endpoints WHERE id = ?').run(id);
+    this.#prep('DELETE FROM endpoints WHERE id = ?').run(id);
   }
 
   // ---- IpamStore ----------------------------------------------------------------------------
 
   allocated(poolId: string): Iterable<Allocation> {
-    return this.#db
-      .prepare<[string], { ip: string; owner: string }>('SELECT ip, owner FROM ipam WHERE pool = ?')
+    return this.#prep<[string], { ip: string; owner: string }>('SELECT ip, owner FROM ipam WHERE pool = ?')
       .all(poolId)
       .map((r) => ({ ip: parseIP(r.ip), owner: r.owner }));
   }
   lastAllocated(poolId: string): IPAddr | undefined {
-    const r = this.#db
-      .prepare<[string], { ip: string }>('SELECT ip FROM ipam_cursor WHERE pool = ?')
+    const r = this.#prep<[string], { ip: string }>('SELECT ip FROM ipam_cursor WHERE pool = ?')
       .get(poolId);
     return r ? parseIP(r.ip) : undefined;
   }
   add(poolId: string, a: Allocation): void {
-    this.#db
-      .prepare('INSERT INTO ipam (pool, ip, owner) VALUES (?, ?, ?)')
+    this.#prep('INSERT INTO ipam (pool, ip, owner) VALUES (?, ?, ?)')
       .run(poolId, formatIP(a.ip), a.owner);
   }
   setLastAllocated(poolId: string, ip: IPAddr): void {
-    this.#db
-      .prepare(
+    this.#prep(
         'INSERT INTO ipam_cursor (pool, ip) VALUES (?, ?) ON CONFLICT(pool) DO UPDATE SET ip = excluded.ip',
       )
       .run(poolId, formatIP(ip));
   }
   remove(poolId: string, ip: IPAddr): void {
-    this.#db.prepare('DELETE FROM ipam WHERE pool = ? AND ip = ?').run(poolId, formatIP(ip));
+    this.#prep('DELETE FROM ipam WHERE pool = ? AND ip = ?').run(poolId, formatIP(ip));
   }
   /** Forget a whole pool (its network was removed). */
   dropPool(poolId: string): void {
-    this.#db.prepare('DELETE FROM ipam WHERE pool = ?').run(poolId);
-    this.#db.prepare('DELETE FROM ipam_cursor WHERE pool = ?').run(poolId);
+    this.#prep('DELETE FROM ipam WHERE pool = ?').run(poolId);
+    this.#prep('DELETE FROM ipam_cursor WHERE pool = ?').run(poolId);
   }
 }
 

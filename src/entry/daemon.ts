@@ -40,7 +40,7 @@ import { HostFirewall } from '../net/firewall/apply.js';
 import { HostDriver } from '../net/host/driver.js';
 import { MacvlanDriver } from '../net/macvlan/driver.js';
 import { NoneDriver } from '../net/none/driver.js';
-import { processAlive, startProcess, stopProcess } from '../net/process.js';
+import { ProcessStarter, processAlive, stopProcess } from '../net/process.js';
 import { createApiServer } from './api.js';
 import { type DockerPlugin, startDockerPlugin } from './docker/plugin.js';
 
@@ -121,8 +121,9 @@ class DnsManager implements DnsPort {
   }
 }
 
-const processes: ProcessPort = {
-  start: (spec) => startProcess(spec),
+/** The process runner: `starter` keeps a sandbox helper warm, off the request path. */
+const processPort = (starter: ProcessStarter): ProcessPort => ({
+  prepare: (spec) => starter.prepare(spec),
   alive: (pid, startTime) => processAlive(pid, startTime),
   stop: (pid, startTime, opts) => stopProcess(pid, startTime, opts),
   renderFiles: (i) => ({
@@ -130,7 +131,7 @@ const processes: ProcessPort = {
     resolvConf: renderResolvConf({ nameservers: i.nameservers.slice(0, 3) }),
     hostname: renderHostname(i.hostname),
   }),
-};
+});
 
 function hostUpstreams(): string[] {
   try {
@@ -186,6 +187,8 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
   let registry: Registry | undefined;
   let state: HostState | undefined;
   let dns: DnsManager | undefined;
+  let firewall: HostFirewall | undefined;
+  const starter = new ProcessStarter({ log: log.child({ component: 'process' }) });
   let docker: DockerPlugin | undefined;
   try {
     // The cluster first: the default network depends on the lease.
@@ -237,6 +240,7 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
     const st = HostState.open(host.stateDir);
     state = st;
     dns = new DnsManager(opts.upstreams ?? hostUpstreams(), log.child({ component: 'dns' }));
+    firewall = new HostFirewall({ host: h, log: log.child({ component: 'firewall' }) });
     const svc = new HostService({
       host,
       state: st,
@@ -255,9 +259,9 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
         host: new HostDriver({ host: h }),
         none: new NoneDriver({ host: h }),
       },
-      firewall: new HostFirewall({ host: h, log: log.child({ component: 'firewall' }) }),
+      firewall,
       dns,
-      processes,
+      processes: processPort(starter),
       log,
       defaultNetwork: {
         name: 'bridge',
@@ -289,6 +293,8 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
     server.close();
     server.closeAllConnections();
     dns?.close();
+    firewall?.close();
+    await starter.close().catch(() => undefined);
     state?.close();
     await cluster?.stop().catch(() => undefined);
     await registry?.close().catch(() => undefined);
@@ -300,6 +306,7 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
   const svc = service;
   const d = dns;
   const st = state;
+  const fw = firewall;
   return {
     service: svc,
     server,
@@ -309,6 +316,10 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
       await new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();
       d.close();
+      fw.close();
+      await starter
+        .close()
+        .catch((e) => log.warn('stopping the idle sandbox helper failed', { error: String(e) }));
       await cluster?.stop().catch((e) => log.warn('stopping the cluster agent failed', { error: String(e) }));
       await registry?.close().catch(() => undefined);
       st.close();

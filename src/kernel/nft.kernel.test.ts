@@ -135,6 +135,43 @@ describe('nft', needsRoot, () => {
     );
   });
 
+  test('in-process: one libnftables context is kept between scripts, freed by close() or when idle', async (t) => {
+    const b = bed(t);
+    const a = b.ns('a');
+    const nft = new Nft(a.ns, { idleCloseMs: 300 });
+    b.onCleanup(() => nft.close());
+    // User NETLINK_NETFILTER (12) sockets of the namespace (port id ≠ 0: not the kernel's own).
+    const sockets = () =>
+      a.ns
+        .run(() => fs.readFileSync('/proc/thread-self/net/netlink', 'utf8'))
+        .split('\n')
+        .slice(1)
+        .map((l) => l.trim().split(/\s+/))
+        .filter((f) => f[1] === '12' && f[2] !== '0').length;
+    assert.equal(sockets(), 0);
+    await nft.apply('table inet t {\n chain c {\n }\n}\n');
+    assert.equal(sockets(), 1, 'the context is open after a script');
+    // Adding and deleting through the same context, several times: one socket throughout.
+    for (let i = 0; i < 3; i++) {
+      await nft.apply(`add rule inet t c tcp dport ${1000 + i} accept\n`);
+      await nft.apply('flush chain inet t c\n');
+    }
+    assert.equal(sockets(), 1);
+    assert.deepEqual(
+      (await nft.list('chain inet t c')).nftables.filter((o) => o.rule),
+      [],
+      'the flushes took effect',
+    );
+    nft.close();
+    assert.equal(sockets(), 0, 'close() frees it');
+    nft.close(); // idempotent
+    await nft.apply('add rule inet t c udp dport 53 accept\n');
+    assert.equal(sockets(), 1, 'a later call opens a new one');
+    await sleep(600);
+    assert.equal(sockets(), 0, 'freed after idleCloseMs without a call');
+    assert.equal((await nft.list('chain inet t c')).nftables.filter((o) => o.rule).length, 1);
+  });
+
   test('every run has a timeout (the process is killed); a missing nft is UNSUPPORTED', async (t) => {
     const b = bed(t);
     const a = b.ns('a');

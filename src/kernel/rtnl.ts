@@ -1,8 +1,9 @@
 /**
- * A NETLINK_ROUTE socket and the request/answer exchange over it. rtnetlink handles a request
- * inside the sendto() call, so the answer is already queued when sendto returns; a blocking
- * recv with a timeout (SO_RCVTIMEO) is therefore both the fastest path and safe from hanging.
- * The socket is bound to the namespace of the thread that created it (see netns.ts).
+ * A netlink socket (NETLINK_ROUTE by default; NETLINK_NETFILTER for ctnetlink, see
+ * conntrack.ts) and the request/answer exchange over it. rtnetlink and nfnetlink handle a
+ * request inside the sendto() call, so the answer is already queued when sendto returns; a
+ * blocking recv with a timeout (SO_RCVTIMEO) is therefore both the fastest path and safe from
+ * hanging. The socket is bound to the namespace of the thread that created it (see netns.ts).
  *
  * Requests always ask for an ACK and for extended ACK text, so a failure carries the kernel's
  * own explanation ("Nexthop has invalid gateway"). Dumps interrupted by concurrent changes
@@ -41,9 +42,13 @@ export class NetlinkSocket {
     this.#fd = fd;
   }
 
-  /** Open a socket in the calling thread's current network namespace. */
-  static open(opts: { timeoutMs?: number } = {}): NetlinkSocket {
-    const fd = libc.socket(AF.NETLINK, libc.SOCK.RAW | libc.SOCK.CLOEXEC, NETLINK_ROUTE);
+  /**
+   * Open a socket in the calling thread's current network namespace: NETLINK_ROUTE unless
+   * `protocol` names another netlink family (e.g. NETLINK_NETFILTER, 12).
+   * @throws KernelError from socket() (UNSUPPORTED: EPROTONOSUPPORT for a protocol the kernel lacks).
+   */
+  static open(opts: { timeoutMs?: number; protocol?: number } = {}): NetlinkSocket {
+    const fd = libc.socket(AF.NETLINK, libc.SOCK.RAW | libc.SOCK.CLOEXEC, opts.protocol ?? NETLINK_ROUTE);
     try {
       const addr = new Uint8Array(12); // sockaddr_nl, pid 0: the kernel assigns one
       new DataView(addr.buffer).setUint16(0, AF.NETLINK, true);

@@ -73,6 +73,18 @@ export interface SandboxRef {
   readonly ns: Netns;
 }
 
+export interface LeaveOptions {
+  /**
+   * The sandbox's namespace is about to be destroyed with everything in it (its container is
+   * being removed). The driver then only makes the endpoint inert at once (its interfaces down,
+   * so nothing more passes) and leaves deleting them to the kernel's clean-up of the namespace,
+   * which runs in the kernel's own worker. Why: deleting a network device makes the caller wait
+   * for an RCU barrier (~17 ms, ../../shared/design/NODE-KERNEL-NOTES.md); a namespace's
+   * destruction deletes its devices without making anyone wait.
+   */
+  readonly namespaceGoing?: boolean;
+}
+
 export interface NetworkDriver {
   readonly name: string;
   /** Set up the network (idempotent). Throws INVALID for bad specs, CONFLICT for clashing state. */
@@ -86,7 +98,7 @@ export interface NetworkDriver {
   /** Plumb the endpoint into the sandbox (all or nothing). */
   join(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void>;
   /** Unplumb the endpoint from the sandbox (idempotent). */
-  leave(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void>;
+  leave(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef, opts?: LeaveOptions): Promise<void>;
   /** Read back a joined endpoint's kernel state and compare it with the spec (optional). */
   inspectEndpoint?(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): EndpointInfo;
 }

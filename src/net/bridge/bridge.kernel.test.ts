@@ -79,11 +79,25 @@ async function nsenterIpJson<T>(s: Sandbox, ...args: string[]): Promise<T> {
   return JSON.parse(stdout || '[]') as T;
 }
 
-function setup(b: Bed, firewall?: { apply(s: BridgeFirewallState): void }) {
+function setup(b: Bed, firewall?: { apply(s: BridgeFirewallState): void }, reapAfterMs?: number) {
   const host = b.ns('host');
   const dir = runDir(b);
-  const driver = new BridgeDriver({ host: host.h, ...(firewall && { firewall }) });
+  const driver = new BridgeDriver({
+    host: host.h,
+    ...(firewall && { firewall }),
+    ...(reapAfterMs !== undefined && { reapAfterMs }),
+  });
   return { host, dir, driver };
+}
+
+/** Poll `cond` every 20 ms for at most `ms`; true once it holds. */
+async function eventually(cond: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (cond()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 describe('bridge driver', needsRoot, () => {
@@ -169,6 +183,55 @@ describe('bridge driver', needsRoot, () => {
     assert.equal(host.h.links.find('wbr1'), undefined);
     assert.equal(host.h.links.find('vethbbbbbbb'), undefined);
     assert.equal(openHandle(s2.ns).links.find('eth0'), undefined);
+  });
+
+  test('a container going with its namespace: host end down at once, the kernel deletes the pair; a kept namespace is reaped', async (t) => {
+    const b = bed(t);
+    const { host, dir, driver } = setup(b, undefined, 400);
+    const net = network();
+    await driver.createNetwork(net);
+    const [s1, s2, s3] = [sandbox(dir, 's1'), sandbox(dir, 's2'), sandbox(dir, 's3')];
+    const e1 = endpoint('aaaaaaa1111', 'n1', ['10.77.0.2/24']);
+    const e2 = endpoint('bbbbbbb2222', 'n1', ['10.77.0.3/24']);
+    const e3 = endpoint('ccccccc3333', 'n1', ['10.77.0.4/24']);
+    for (const [e, s] of [
+      [e1, s1],
+      [e2, s2],
+      [e3, s3],
+    ] as const) {
+      await driver.createEndpoint(net, e);
+      await driver.join(net, e, s);
+    }
+    assert.ok(await b.ping(asBed(s2), '10.77.0.2', { count: 1, deadlineS: 3 }), 's2 reaches s1 before');
+
+    // Leave + delete with the namespace going: nothing deleted by hand, the host end is down
+    // (off the bridge's forwarding), so s1 is cut off at once.
+    await driver.leave(net, e1, s1, { namespaceGoing: true });
+    await driver.deleteEndpoint(net, e1);
+    assert.equal(host.h.links.get('vethaaaaaaa').up, false);
+    assert.equal(openHandle(s1.ns).links.find('eth0')?.kind, 'veth', 'the pair is still there');
+    assert.equal(await b.ping(asBed(s2), '10.77.0.2', { count: 1, deadlineS: 1 }), false, 's1 is cut off');
+    // Its namespace goes: the kernel takes the pair along.
+    s1.ns.close();
+    removeSandbox(dir, s1.id);
+    assert.ok(
+      await eventually(() => host.h.links.find('vethaaaaaaa') === undefined, 5_000),
+      'the host end went with the namespace',
+    );
+
+    // A namespace something else keeps alive (here: still pinned): the pair is deleted after reapAfterMs.
+    await driver.leave(net, e2, s2, { namespaceGoing: true });
+    await driver.deleteEndpoint(net, e2);
+    assert.ok(host.h.links.find('vethbbbbbbb'), 'not deleted at once');
+    assert.ok(
+      await eventually(() => host.h.links.find('vethbbbbbbb') === undefined, 3_000),
+      'reaped after reapAfterMs',
+    );
+    assert.equal(openHandle(s2.ns).links.find('eth0'), undefined, 'its peer went with it');
+    // Leaving an endpoint whose veth is gone already is fine; s3 was never touched.
+    await driver.leave(net, e2, s2, { namespaceGoing: true });
+    assert.equal(host.h.links.get('vethccccccc').up, true);
+    await driver.deleteNetwork(net);
   });
 
   test('dual stack: IPv6 gateway with nodad, v6 default route, ping -6 between sandboxes', async (t) => {

@@ -12,6 +12,10 @@
  * optional `firewall` hook receives the whole desired state after each change (to be rendered
  * as one atomic nftables batch by net/firewall, connected by the daemon).
  *
+ * Removing a container: its namespace is destroyed anyway, so `leave` with `namespaceGoing`
+ * only sets the host end down and lets the kernel delete the pair with the namespace, in its
+ * own worker; deleting a veth ourselves would make the request wait for an RCU barrier (~17 ms).
+ *
  * The driver keeps, in memory, the networks and joined endpoints it was told about; after a
  * restart the daemon replays `createNetwork` / `createEndpoint` from its persisted state.
  *
@@ -22,9 +26,16 @@
  * `deleteNetwork` restores it before removing the bridge.
  */
 import type { NetHandle } from '../../kernel/handle.js';
-import { notFound } from '../../lib/errors.js';
+import { notFound, WeftError } from '../../lib/errors.js';
 import { transaction } from '../../lib/rollback.js';
-import type { EndpointInfo, EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../driver.js';
+import type {
+  EndpointInfo,
+  EndpointSpec,
+  LeaveOptions,
+  NetworkDriver,
+  NetworkSpec,
+  SandboxRef,
+} from '../driver.js';
 import { inspectPlumbed, plumbEndpoint } from './endpoint.js';
 import {
   ensureBridge,
@@ -36,6 +47,9 @@ import {
   validateNetwork,
 } from './setup.js';
 import { attachUplink, checkUplink, detachUplink, type UplinkRecord } from './uplink.js';
+
+/** How long a veth left to its namespace's destruction may live before it is deleted by hand. */
+const REAP_AFTER_MS = 10_000;
 
 /** An endpoint plumbed into a sandbox, as the firewall sees it. */
 export interface JoinedEndpoint {
@@ -64,6 +78,8 @@ export interface BridgeDriverOptions {
   readonly firewall?: BridgeFirewallHook;
   /** Uplink records persisted by the control layer, by network id (see `uplinkRecord`). */
   readonly uplinks?: Readonly<Record<string, UplinkRecord>>;
+  /** How long a veth left to its namespace's destruction may live (default 10 s; see leave). */
+  readonly reapAfterMs?: number;
 }
 
 interface NetState {
@@ -81,10 +97,15 @@ export class BridgeDriver implements NetworkDriver {
   readonly #nets = new Map<string, NetState>();
   /** What `-o uplink` moved onto each network's bridge, by network id. */
   readonly #uplinks = new Map<string, UplinkRecord>();
+  /** Host veths left to their namespace's destruction, with the time they were left. */
+  readonly #going = new Map<string, number>();
+  #reaper: NodeJS.Timeout | undefined;
+  readonly #reapAfterMs: number;
 
   constructor(opts: BridgeDriverOptions) {
     this.#host = opts.host;
     this.#firewall = opts.firewall;
+    this.#reapAfterMs = opts.reapAfterMs ?? REAP_AFTER_MS;
     for (const [id, rec] of Object.entries(opts.uplinks ?? {})) this.#uplinks.set(id, rec);
   }
 
@@ -161,7 +182,9 @@ export class BridgeDriver implements NetworkDriver {
 
   /** Remove the endpoint's veth if still there and forget it (idempotent). */
   async deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void> {
-    this.#host.links.delete(hostVethName(ep));
+    const name = hostVethName(ep);
+    // A pair that goes with its namespace is the kernel's to delete (see leave).
+    if (!this.#going.has(name)) this.#host.links.delete(name);
     const st = this.#nets.get(net.id);
     if (!st) return;
     if (st.joined.has(ep.id)) await this.#leaveState(st, ep);
@@ -185,9 +208,21 @@ export class BridgeDriver implements NetworkDriver {
     });
   }
 
-  /** Remove the host veth (its peer goes with it) and the endpoint's firewall state (idempotent). */
-  async leave(net: NetworkSpec, ep: EndpointSpec, _sandbox: SandboxRef): Promise<void> {
-    this.#host.links.delete(hostVethName(ep));
+  /**
+   * Remove the host veth (its peer goes with it) and the endpoint's firewall state (idempotent).
+   * With `namespaceGoing` the host end is only set down (off the bridge's forwarding at once,
+   * its learned addresses flushed) and the pair is left to the namespace's destruction; a pair
+   * still there `reapAfterMs` later (something else kept the namespace alive) is deleted then.
+   */
+  async leave(
+    net: NetworkSpec,
+    ep: EndpointSpec,
+    _sandbox: SandboxRef,
+    opts: LeaveOptions = {},
+  ): Promise<void> {
+    const name = hostVethName(ep);
+    if (opts.namespaceGoing) this.#setGoing(name);
+    else this.#host.links.delete(name);
     const st = this.#nets.get(net.id);
     if (st?.joined.has(ep.id)) await this.#leaveState(st, ep);
   }
@@ -216,6 +251,39 @@ export class BridgeDriver implements NetworkDriver {
         network: net.id,
       });
     return st;
+  }
+
+  #setGoing(name: string): void {
+    try {
+      this.#host.links.setDown(name);
+    } catch (e) {
+      if (e instanceof WeftError && e.code === 'NOT_FOUND') return;
+      throw e;
+    }
+    this.#going.set(name, Date.now());
+    if (!this.#reaper) {
+      this.#reaper = setTimeout(() => this.#reap(), this.#reapAfterMs);
+      this.#reaper.unref();
+    }
+  }
+
+  /** Delete the pairs their namespace's end did not take along in time; reschedule for the rest. */
+  #reap(): void {
+    this.#reaper = undefined;
+    const now = Date.now();
+    for (const [name, since] of this.#going) {
+      if (now - since < this.#reapAfterMs) continue;
+      this.#going.delete(name);
+      try {
+        this.#host.links.delete(name);
+      } catch {
+        // The host namespace itself is gone (a lab host removed): nothing left to delete.
+      }
+    }
+    if (this.#going.size > 0) {
+      this.#reaper = setTimeout(() => this.#reap(), this.#reapAfterMs);
+      this.#reaper.unref();
+    }
   }
 
   /** Apply the firewall with network `id` replaced by `st` (or removed when undefined). */

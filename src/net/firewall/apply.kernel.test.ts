@@ -12,14 +12,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { type Bed, type BedNs, bed, needsRoot, RUN_ID } from '../../../test/bed.js';
+import { Conntrack } from '../../kernel/conntrack.js';
 import { openHandle } from '../../kernel/handle.js';
-import { isWeftError } from '../../lib/errors.js';
+import { isWeftError, WeftError } from '../../lib/errors.js';
 import { parseCidr, parseIP, parseIPNet } from '../../lib/ip.js';
 import { createLogger } from '../../lib/log.js';
 import { BridgeDriver } from '../bridge/driver.js';
 import type { EndpointSpec, NetworkSpec } from '../driver.js';
 import { createSandbox, removeSandbox, type Sandbox } from '../sandbox.js';
-import { HostFirewall, parseConntrack, removedPorts } from './apply.js';
+import { conntrackFilter, HostFirewall, type HostFirewallOptions, removedPorts } from './apply.js';
 import { ep, net, port } from './fixtures.test.js';
 import { IPT_CHAIN } from './iptables.js';
 import { planFirewall } from './plan.js';
@@ -64,6 +65,13 @@ const stateWith = (ports: PortMapping[]): FirewallState => ({
 });
 
 const asBed = (s: Sandbox): BedNs => ({ ns: s.ns, h: openHandle(s.ns), name: s.id });
+
+/** A firewall whose kept conntrack socket is closed before the bed removes its namespaces. */
+function firewall(b: Bed, opts: HostFirewallOptions): HostFirewall {
+  const fw = new HostFirewall(opts);
+  b.onCleanup(() => fw.close());
+  return fw;
+}
 
 async function run(b: Bed, ns: BedNs, cmd: string, args: string[]): Promise<string> {
   return String((await b.exec(ns, cmd, args)).stdout);
@@ -146,7 +154,45 @@ async function check(b: Bed, cases: [BedNs, string, number, string | RegExp, num
   assert.deepEqual(failures, []);
 }
 
-/** Conntrack entries in `ns` whose original destination port is `p`. */
+/** One entry of `conntrack -L` output: the original and reply tuples. */
+interface ListedEntry {
+  readonly origSrc: string;
+  readonly origDst: string;
+  readonly origSport: number;
+  readonly origDport: number;
+  readonly replySrc: string;
+  readonly replySport: number;
+}
+
+/** Parse `conntrack -L` (default format) lines; lines without two port tuples are skipped. */
+function parseConntrack(text: string): ListedEntry[] {
+  const out: ListedEntry[] = [];
+  for (const line of text.split('\n')) {
+    const src: string[] = [];
+    const dst: string[] = [];
+    const sport: number[] = [];
+    const dport: number[] = [];
+    for (const m of line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)) {
+      const v = m[2]!;
+      if (m[1] === 'src') src.push(v);
+      else if (m[1] === 'dst') dst.push(v);
+      else if (m[1] === 'sport') sport.push(Number(v));
+      else dport.push(Number(v));
+    }
+    if (src.length < 2 || dst.length < 1 || sport.length < 2 || dport.length < 1) continue;
+    out.push({
+      origSrc: src[0]!,
+      origDst: dst[0]!,
+      origSport: sport[0]!,
+      origDport: dport[0]!,
+      replySrc: src[1]!,
+      replySport: sport[1]!,
+    });
+  }
+  return out;
+}
+
+/** Conntrack entries in `ns` whose original destination port is `p` (read by the conntrack tool). */
 async function ctCount(b: Bed, ns: BedNs, proto: string, p: number): Promise<number> {
   return parseConntrack(await run(b, ns, 'conntrack', ['-L', '-p', proto, '--orig-port-dst', String(p)]))
     .length;
@@ -161,7 +207,7 @@ describe('HostFirewall', needsRoot, () => {
     const b = bed(t);
     const { host, out, s1, s2 } = await world(b);
     await Promise.all([serve(b, s1, ['tcp:80']), serve(b, s2, ['tcp:80']), serve(b, out, ['tcp:80'])]);
-    const fw = new HostFirewall({ host: host.h });
+    const fw = firewall(b, { host: host.h });
     const state = stateWith([port('tcp', 8080, 80)]);
     await fw.apply(state);
     await fw.apply(state); // idempotent
@@ -209,7 +255,7 @@ describe('HostFirewall', needsRoot, () => {
     for (const cmd of ['iptables', 'ip6tables']) await b.exec(host, cmd, ['-P', 'FORWARD', 'DROP']);
     await b.exec(host, 'iptables', ['-A', 'FORWARD', '-i', 'foreign0', '-j', 'ACCEPT']);
     const logs: string[] = [];
-    const fw = new HostFirewall({
+    const fw = firewall(b, {
       host: host.h,
       log: createLogger({ level: 'debug', sink: (l) => logs.push(l) }),
     });
@@ -259,7 +305,7 @@ describe('HostFirewall', needsRoot, () => {
   test('bad input changes nothing; a sysctl that cannot be set fails loudly and rolls back', async (t) => {
     const b = bed(t);
     const host = b.ns('host');
-    const fw = new HostFirewall({ host: host.h });
+    const fw = firewall(b, { host: host.h });
     await assert.rejects(
       fw.apply(stateWith([port('tcp', 70000, 80)])),
       (e) => isWeftError(e, 'INVALID') && /out of range/.test(e.message),
@@ -291,21 +337,29 @@ describe('HostFirewall', needsRoot, () => {
     assert.equal(fw.applied, undefined);
   });
 
-  test('missing iptables and conntrack tools are skipped cleanly (logged)', async (t) => {
+  test('missing iptables tools and a kernel without conntrack netlink are skipped cleanly (logged)', async (t) => {
     const b = bed(t);
     const host = b.ns('host');
     host.h.links.add({ kind: 'bridge', name: 'wbr1', up: true });
     const logs: string[] = [];
     const missing = '/nonexistent/weft-tool';
-    const fw = new HostFirewall({
+    /** What Conntrack answers where the kernel has no nf_conntrack_netlink. */
+    class NoConntrack extends Conntrack {
+      override delete(): number {
+        throw new WeftError('UNSUPPORTED', 'conntrack is not available (test)');
+      }
+    }
+    const conntrack = new NoConntrack(host.ns);
+    b.onCleanup(() => conntrack.close());
+    const fw = firewall(b, {
       host: host.h,
       log: createLogger({ sink: (l) => logs.push(l) }),
+      conntrack,
       tools: {
         'iptables-save': missing,
         'ip6tables-save': missing,
         'iptables-restore': missing,
         'ip6tables-restore': missing,
-        conntrack: missing,
       },
     });
     await fw.apply(stateWith([port('tcp', 8080, 80)]));
@@ -314,7 +368,7 @@ describe('HostFirewall', needsRoot, () => {
     assert.doesNotMatch((await iptablesSaved(b, host)).join('\n'), /WEFT/);
     assert.ok(logs.some((l) => l.includes('iptables-save is not installed')));
     assert.ok(logs.some((l) => l.includes('ip6tables-save is not installed')));
-    assert.ok(logs.some((l) => l.includes('conntrack is not installed')));
+    assert.ok(logs.some((l) => l.includes('conntrack is not available')));
     await fw.remove();
     assert.equal(await run(b, host, 'nft', ['list', 'tables']), '');
   });
@@ -332,7 +386,24 @@ describe('HostFirewall helpers (pure)', () => {
     assert.equal(removedPorts(a, undefined).length, 3);
   });
 
-  test('parseConntrack reads the original and reply tuples', () => {
+  test('conntrackFilter: the entries of a removed mapping, by family, protocol, ports, target and host address', () => {
+    const plan = planFirewall(
+      stateWith([port('udp', [5300, 5319], [6300, 6319]), port('tcp', 8080, 80, '198.51.100.1')]),
+    );
+    assert.deepEqual(plan.networks[0]!.ports.map(conntrackFilter), [
+      { family: 4, proto: 'udp', dport: [5300, 5319], replySrc: parseIP('10.77.0.2'), replySport: 6300 },
+      {
+        family: 4,
+        proto: 'tcp',
+        dport: [8080, 8080],
+        replySrc: parseIP('10.77.0.2'),
+        replySport: 80,
+        origDst: parseIP('198.51.100.1'),
+      },
+    ]);
+  });
+
+  test("parseConntrack (the tests' reader) reads the original and reply tuples", () => {
     const text = [
       'tcp      6 118 TIME_WAIT src=198.51.100.2 dst=198.51.100.1 sport=40000 dport=8080 src=10.77.0.2 dst=198.51.100.2 sport=80 dport=40000 [ASSURED] mark=0 use=1',
       'udp      17 29 src=fd00::2 dst=fd00::1 sport=41005 dport=5305 [UNREPLIED] src=fd77::2 dst=fd00::2 sport=5305 dport=41005 mark=0 use=1',

@@ -15,11 +15,16 @@
  *                A family whose tools are missing is skipped (logged): with no iptables there is
  *                no foreign FORWARD policy to coexist with.
  * After a successful apply, the conntrack entries of port mappings that were in the previous
- * state but are not in the new one are deleted (`conntrack -D`, inside the host namespace), so a
- * removed published port stops answering at once (UDP "connections" and established TCP ones
- * would otherwise keep their DNAT binding). Single ports and short ranges cost one `conntrack
- * -D` per port; longer ranges one `conntrack -L` of the target address and one `-D` per port
- * that really has entries. A failure here is logged, not thrown: the rules are in place.
+ * state but are not in the new one are deleted, so a removed published port stops answering at
+ * once (UDP "connections" and established TCP ones would otherwise keep their DNAT binding): the
+ * entries of the mapping's family and protocol whose original destination port is one of its
+ * host ports, whose reply comes from its target at the matching container port and, for a
+ * mapping bound to one host address, whose original destination is that address. This runs
+ * in-process over ctnetlink (kernel/conntrack.ts: one dump, then one delete per entry) on a
+ * socket kept open between applies; spawning the `conntrack` tool cost ~6 ms a port, and ~16 ms
+ * more at its exit, when the release of its netfilter socket made the kernel wait for the RCU
+ * clean-up of the rules just deleted. A failure here is logged, not thrown: the rules are in
+ * place. `close()` releases that socket (daemon shutdown; tests, before their namespace goes).
  *
  * `remove()` removes weft's table and the iptables piece exactly (idempotent; it works from what
  * the kernel holds, so it also cleans up after a previous process) and forgets the conntrack
@@ -30,14 +35,15 @@
  * applied state is kept in memory to diff against; after a restart the first apply has nothing
  * to diff against and cleans no conntrack entries.
  *
- * Every process runs inside the host namespace (forked from a switched section) with a time
- * limit, after which it is killed by pid.
+ * Every process (the iptables tools) runs inside the host namespace (forked from a switched
+ * section) with a time limit, after which it is killed by pid.
  */
+import { Conntrack, type CtFilter } from '../../kernel/conntrack.js';
 import type { NetHandle } from '../../kernel/handle.js';
 import { Nft } from '../../kernel/nft.js';
 import { runTool, type ToolResult } from '../../kernel/run.js';
 import { WeftError } from '../../lib/errors.js';
-import { type Family, formatIP, type IPAddr, ipEqual, tryParseIP } from '../../lib/ip.js';
+import { formatIP } from '../../lib/ip.js';
 import { type Logger, nullLogger } from '../../lib/log.js';
 import { type Rollback, transaction } from '../../lib/rollback.js';
 import { type IptablesBatch, type IptablesSaved, renderIptables, renderIptablesRemoval } from './iptables.js';
@@ -46,25 +52,21 @@ import {
   renderInsert,
   renderRemoval,
   renderRuleUpdate,
-  renderTable,
   renderTables,
   requiredSysctls,
   type Sysctl,
 } from './render.js';
 import type { FirewallState } from './types.js';
 
-export type FirewallTool =
-  | 'iptables-save'
-  | 'ip6tables-save'
-  | 'iptables-restore'
-  | 'ip6tables-restore'
-  | 'conntrack';
+export type FirewallTool = 'iptables-save' | 'ip6tables-save' | 'iptables-restore' | 'ip6tables-restore';
 
 export interface HostFirewallOptions {
   /** The host namespace's handle (root namespace in production, a lab host in tests). */
   readonly host: NetHandle;
   /** The nft runner (default: one for the host namespace). */
   readonly nft?: Nft;
+  /** The conntrack table (default: one for the host namespace, closed by `close()`). */
+  readonly conntrack?: Conntrack;
   readonly log?: Logger;
   /** Executables of the helper tools (default: the tool's name, found on PATH). */
   readonly tools?: Partial<Record<FirewallTool, string>>;
@@ -78,14 +80,11 @@ interface Applied {
 }
 
 const EMPTY: FirewallState = { networks: [] };
-/** Ranges up to this many ports are cleaned one `conntrack -D` per port; longer ones by listing. */
-const DIRECT_RANGE_MAX = 16;
 
 const FAMS = [
-  { family: 4, key: 'ipv4', save: 'iptables-save', restore: 'iptables-restore', ct: 'ipv4' },
-  { family: 6, key: 'ipv6', save: 'ip6tables-save', restore: 'ip6tables-restore', ct: 'ipv6' },
+  { family: 4, key: 'ipv4', save: 'iptables-save', restore: 'iptables-restore' },
+  { family: 6, key: 'ipv6', save: 'ip6tables-save', restore: 'ip6tables-restore' },
 ] as const;
-const famOf = (f: Family) => FAMS[f === 4 ? 0 : 1];
 
 /** Identity of a planned port: a mapping that changes in any way is a removed one. */
 const portKey = (p: PlannedPort): string =>
@@ -108,47 +107,24 @@ export function removedPorts(prev: Plan | undefined, next: Plan | undefined): Pl
   return portsOf(prev).filter((p) => !keep.has(portKey(p)));
 }
 
-/** One entry of `conntrack -L` output: the original and reply tuples. */
-export interface CtEntry {
-  readonly origSrc: string;
-  readonly origDst: string;
-  readonly origSport: number;
-  readonly origDport: number;
-  readonly replySrc: string;
-  readonly replySport: number;
-}
-
-/** Parse `conntrack -L` (default format) lines; lines without two port tuples are skipped. Pure. */
-export function parseConntrack(text: string): CtEntry[] {
-  const out: CtEntry[] = [];
-  for (const line of text.split('\n')) {
-    const src: string[] = [];
-    const dst: string[] = [];
-    const sport: number[] = [];
-    const dport: number[] = [];
-    for (const m of line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)) {
-      const v = m[2]!;
-      if (m[1] === 'src') src.push(v);
-      else if (m[1] === 'dst') dst.push(v);
-      else if (m[1] === 'sport') sport.push(Number(v));
-      else dport.push(Number(v));
-    }
-    if (src.length < 2 || dst.length < 1 || sport.length < 2 || dport.length < 1) continue;
-    out.push({
-      origSrc: src[0]!,
-      origDst: dst[0]!,
-      origSport: sport[0]!,
-      origDport: dport[0]!,
-      replySrc: src[1]!,
-      replySport: sport[1]!,
-    });
-  }
-  return out;
+/** The conntrack entries a removed mapping leaves behind (see the note at the top). Pure. */
+export function conntrackFilter(p: PlannedPort): CtFilter {
+  return {
+    family: p.family,
+    proto: p.proto,
+    dport: [p.hostStart, p.hostEnd],
+    replySrc: p.target,
+    replySport: p.containerStart,
+    ...(p.hostIp && { origDst: p.hostIp }),
+  };
 }
 
 export class HostFirewall {
   readonly #host: NetHandle;
   readonly #nft: Nft;
+  readonly #ct: Conntrack;
+  readonly #ownCt: boolean;
+  readonly #ownNft: boolean;
   readonly #log: Logger;
   readonly #tools: Partial<Record<FirewallTool, string>>;
   readonly #timeoutMs: number;
@@ -159,6 +135,9 @@ export class HostFirewall {
   constructor(opts: HostFirewallOptions) {
     this.#host = opts.host;
     this.#nft = opts.nft ?? new Nft(opts.host.ns);
+    this.#ct = opts.conntrack ?? new Conntrack(opts.host.ns);
+    this.#ownCt = opts.conntrack === undefined;
+    this.#ownNft = opts.nft === undefined;
     this.#log = (opts.log ?? nullLogger).child({ component: 'firewall' });
     this.#tools = { ...opts.tools };
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
@@ -200,6 +179,17 @@ export class HostFirewall {
     return this.#serial(() => this.#remove());
   }
 
+  /**
+   * Release the conntrack socket and the nft context kept for the host namespace (those this
+   * firewall opened);
+   * idempotent, and a later apply opens a new one. Call it at shutdown, and before the host
+   * namespace is deleted: an open socket keeps the namespace alive. Throws nothing.
+   */
+  close(): void {
+    if (this.#ownCt) this.#ct.close();
+    if (this.#ownNft) this.#nft.close();
+  }
+
   #serial(fn: () => Promise<void>): Promise<void> {
     const run = this.#queue.then(fn, fn);
     this.#queue = run.catch(() => {});
@@ -208,9 +198,9 @@ export class HostFirewall {
 
   async #apply(state: FirewallState, repair: boolean): Promise<void> {
     // Everything that validates input comes before the first change.
+    // (planFirewall validates; the renderings below cannot fail after it, so they are made
+    // only when used.)
     const plan = planFirewall(state);
-    const tables = renderTables(state);
-    const update = renderRuleUpdate(state);
     const sysctls = requiredSysctls(state);
     const prev = this.#last;
     await transaction(async (rb) => {
@@ -228,7 +218,8 @@ export class HostFirewall {
             () => false,
           ));
       }
-      if (!done && !repair && prev && update !== '' && renderTable(prev.state) !== '') {
+      const update = !done && !repair && prev && prev.plan.networks.length > 0 ? renderRuleUpdate(state) : '';
+      if (update !== '') {
         done = await this.#nft.apply(update).then(
           () => true,
           (e) => {
@@ -239,7 +230,7 @@ export class HostFirewall {
           },
         );
       }
-      if (!done) await this.#nft.apply(tables);
+      if (!done) await this.#nft.apply(renderTables(state));
       rb.push('restore the previous nft table', () =>
         this.#nft.apply(prev ? renderTables(prev.state) : renderRemoval()),
       );
@@ -254,7 +245,7 @@ export class HostFirewall {
       networks: plan.networks.length,
       ports: portsOf(plan).length,
     });
-    await this.#forget(removedPorts(prev?.plan, plan));
+    this.#forget(removedPorts(prev?.plan, plan));
   }
 
   async #remove(): Promise<void> {
@@ -263,7 +254,7 @@ export class HostFirewall {
     await this.#restore(renderIptablesRemoval(saved));
     const last = this.#last;
     this.#last = undefined;
-    await this.#forget(portsOf(last?.plan));
+    this.#forget(portsOf(last?.plan));
     this.#log.info('firewall removed');
   }
 
@@ -339,72 +330,23 @@ export class HostFirewall {
   }
 
   /** Delete the conntrack entries of `ports`; failures are logged (the rules are already right). */
-  async #forget(ports: readonly PlannedPort[]): Promise<void> {
-    for (const p of ports) {
-      try {
-        const n = await this.#forgetPort(p);
-        if (n === undefined) {
-          this.#log.info('conntrack is not installed: entries of removed published ports are kept');
-          return;
-        }
-      } catch (e) {
-        this.#log.warn('cannot delete conntrack entries of a removed published port', {
-          error: e,
-          proto: p.proto,
-          hostPort: p.hostStart,
-          target: formatIP(p.target),
+  #forget(ports: readonly PlannedPort[]): void {
+    if (ports.length === 0) return;
+    try {
+      const deleted = this.#ct.delete(ports.map(conntrackFilter));
+      if (deleted > 0) this.#log.debug('conntrack entries deleted', { ports: ports.length, deleted });
+    } catch (e) {
+      if (e instanceof WeftError && e.code === 'UNSUPPORTED') {
+        this.#log.info('conntrack is not available: entries of removed published ports are kept', {
+          error: e.message,
         });
+        return;
       }
+      this.#log.warn('cannot delete conntrack entries of removed published ports', {
+        error: e,
+        ports: ports.map((p) => `${p.proto} ${p.hostStart}-${p.hostEnd} -> ${formatIP(p.target)}`),
+      });
     }
-  }
-
-  /** Returns undefined when conntrack is missing. */
-  async #forgetPort(p: PlannedPort): Promise<number | undefined> {
-    const target = formatIP(p.target);
-    const base = ['-f', famOf(p.family).ct, '-p', p.proto, '--reply-src', target];
-    let hostPorts: number[];
-    if (p.hostEnd - p.hostStart < DIRECT_RANGE_MAX) {
-      hostPorts = [];
-      for (let h = p.hostStart; h <= p.hostEnd; h++) hostPorts.push(h);
-    } else {
-      const r = await this.#run('conntrack', ['-L', ...base]);
-      if (r === undefined) return undefined;
-      if (r.code !== 0 && !/0 flow entries/.test(r.stderr)) {
-        throw new WeftError('INTERNAL', `conntrack -L failed: ${r.stderr.trim()}`);
-      }
-      const seen = new Set<number>();
-      for (const e of parseConntrack(r.stdout)) {
-        if (e.origDport < p.hostStart || e.origDport > p.hostEnd) continue;
-        if (e.replySport !== p.containerStart + (e.origDport - p.hostStart)) continue;
-        if (p.hostIp && !sameIP(e.origDst, p.hostIp)) continue;
-        seen.add(e.origDport);
-      }
-      hostPorts = [...seen];
-    }
-    let deleted = 0;
-    for (const h of hostPorts) {
-      const args = [
-        '-D',
-        ...base,
-        '--orig-port-dst',
-        String(h),
-        '--reply-port-src',
-        String(p.containerStart + (h - p.hostStart)),
-        ...(p.hostIp ? ['--orig-dst', formatIP(p.hostIp)] : []),
-      ];
-      const r = await this.#run('conntrack', args);
-      if (r === undefined) return undefined;
-      // conntrack exits 1 when nothing matched: absence is fine.
-      const m = /(\d+) flow entries have been deleted/.exec(r.stderr);
-      if (r.code !== 0 && !(m && m[1] === '0')) {
-        throw new WeftError('INTERNAL', `conntrack ${args.join(' ')} failed: ${r.stderr.trim()}`);
-      }
-      deleted += m ? Number(m[1]) : 0;
-    }
-    if (deleted > 0) {
-      this.#log.debug('conntrack entries deleted', { proto: p.proto, hostPort: p.hostStart, deleted });
-    }
-    return deleted;
   }
 
   /** Run a tool inside the host namespace; undefined when it is not installed. */
@@ -418,8 +360,3 @@ const bridgesKey = (s: FirewallState): string =>
     .map((n) => n.bridge)
     .sort()
     .join(' ');
-
-function sameIP(text: string, ip: IPAddr): boolean {
-  const x = tryParseIP(text);
-  return x !== undefined && ipEqual(x, ip);
-}

@@ -342,6 +342,18 @@ function checkPortClaims(networks: readonly PlannedNetwork[]): void {
  */
 export function planFirewall(state: FirewallState): Plan {
   if (!state || !Array.isArray(state.networks)) throw invalid('firewall state has no networks list');
+  // One apply renders a state several ways (and diffs against the previous one): plan it once.
+  // States are immutable values, so the plan of an object stays valid while the object lives.
+  const known = plans.get(state);
+  if (known) return known;
+  const plan = planNow(state);
+  plans.set(state, plan);
+  return plan;
+}
+
+const plans = new WeakMap<FirewallState, Plan>();
+
+function planNow(state: FirewallState): Plan {
   const networks = state.networks.map(planNetwork);
   for (let i = 0; i < networks.length; i++) {
     const a = networks[i]!;

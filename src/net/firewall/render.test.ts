@@ -330,7 +330,7 @@ test('renderRuleUpdate: flushes and refills the five chains, declares none; noth
   assert.equal(renderRuleUpdate({ networks: [] }), '');
 });
 
-test('renderInsert: only the added rules, each at its place; undefined when a rule went away', () => {
+test('renderInsert: only the added rules, each at its place (published ones appended); undefined when a rule went away', () => {
   const n = (ports: number[]) => ({
     networks: [
       net('n1', 'br-n1', ['10.0.0.1/24'], {
@@ -341,11 +341,11 @@ test('renderInsert: only the added rules, each at its place; undefined when a ru
   assert.equal(renderInsert(n([8080]), n([8080])), '', 'the same rules: nothing to send');
   assert.equal(
     renderInsert(n([8080]), n([8080, 8081])),
-    'add rule inet weft published index 0 meta nfproto ipv4 tcp dport 8081 dnat ip to 10.0.0.81:80 comment "net n1 ep e8081: tcp 8081 -> 80"\n',
+    'add rule inet weft published meta nfproto ipv4 tcp dport 8081 dnat ip to 10.0.0.81:80 comment "net n1 ep e8081: tcp 8081 -> 80"\n',
   );
   assert.equal(
     renderInsert(n([8081]), n([8080, 8081])),
-    'insert rule inet weft published index 0 meta nfproto ipv4 tcp dport 8080 dnat ip to 10.0.0.80:80 comment "net n1 ep e8080: tcp 8080 -> 80"\n',
+    'add rule inet weft published meta nfproto ipv4 tcp dport 8080 dnat ip to 10.0.0.80:80 comment "net n1 ep e8080: tcp 8080 -> 80"\n',
   );
   // The first port of a network also adds its hairpin and localhost rules to postrouting.
   const first = renderInsert(n([]), n([8080]))!;

@@ -22,13 +22,13 @@
 import type { NetHandle } from '../../kernel/handle.js';
 import { openHandle } from '../../kernel/handle.js';
 import { invalid, notFound, WeftError } from '../../lib/errors.js';
-import { containsIP, formatIP, formatIPNet, ipEqual, networkOf } from '../../lib/ip.js';
+import { formatIP } from '../../lib/ip.js';
 import { checkIfName } from '../../lib/names.js';
 import { transaction } from '../../lib/rollback.js';
 import type { MacvlanMode } from '../../netlink/link.js';
 import { tempIfName } from '../bridge/endpoint.js';
 import { subnetFor, validateMtuAndSubnets } from '../bridge/setup.js';
-import type { EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../driver.js';
+import type { EndpointSpec, LeaveOptions, NetworkDriver, NetworkSpec, SandboxRef } from '../driver.js';
 
 /** The macvlan modes a network may ask for (`source` needs a MAC list weft does not manage). */
 export const MACVLAN_MODES = ['bridge', 'vepa', 'private', 'passthru'] as const;
@@ -163,9 +163,15 @@ export class MacvlanDriver implements NetworkDriver {
   /**
    * Delete the endpoint's macvlan from the sandbox (idempotent: a missing one is success; its
    * addresses and routes go with it). CONFLICT when the name belongs to a link that is not a
-   * macvlan (left alone).
+   * macvlan (left alone). With `namespaceGoing` it is only set down (silent on the parent's
+   * LAN at once) and the namespace's destruction deletes it, without the RCU wait.
    */
-  async leave(_net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void> {
+  async leave(
+    _net: NetworkSpec,
+    ep: EndpointSpec,
+    sandbox: SandboxRef,
+    opts: LeaveOptions = {},
+  ): Promise<void> {
     checkIfName(ep.ifname, 'sandbox interface name');
     const sb = openHandle(sandbox.ns);
     const l = sb.links.find(ep.ifname);
@@ -177,7 +183,8 @@ export class MacvlanDriver implements NetworkDriver {
         { details: { sandbox: sandbox.id, link: ep.ifname } },
       );
     }
-    sb.links.delete(ep.ifname);
+    if (opts.namespaceGoing) sb.links.setDown(ep.ifname);
+    else sb.links.delete(ep.ifname);
   }
 
   #net(net: NetworkSpec): { net: NetworkSpec; opts: MacvlanOptions } {

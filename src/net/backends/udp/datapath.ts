@@ -14,10 +14,11 @@
  * only then are the fds closed (a worker never uses a closed fd). Workers that do not exit in
  * time are terminated.
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import * as libc from '../../../kernel/libc.js';
 import type { Netns } from '../../../kernel/netns.js';
 import { createTun, type Tun } from '../../../kernel/tun.js';
+import { spawnWorker } from '../../../kernel/worker.js';
 import { KernelError, WeftError } from '../../../lib/errors.js';
 import { formatIP, type IPv4Addr } from '../../../lib/ip.js';
 import type { Logger } from '../../../lib/log.js';
@@ -141,7 +142,7 @@ export class DataPath {
   }
 
   #spawn(init: WorkerInit): Promise<void> {
-    const w = spawnWorker(init);
+    const w = startWorker(init);
     this.#workers.push(w);
     this.#alive++;
     return new Promise<void>((resolve, reject) => {
@@ -204,19 +205,8 @@ export class DataPath {
   }
 }
 
-/** Start one worker from the sibling module: worker.js when built, worker.ts under tsx. */
-function spawnWorker(init: WorkerInit): Worker {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) {
-    // Under tsx (tests, benchmarks) a worker does not inherit the TypeScript loader: register
-    // it first, then import the source.
-    const api = import.meta.resolve('tsx/esm/api');
-    const file = new URL('./worker.ts', here).href;
-    const code = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(file)}); })`;
-    return new Worker(code, { eval: true, workerData: init });
-  }
-  return new Worker(new URL('./worker.js', here), { workerData: init });
-}
+/** Start one worker from the sibling module (worker.js when built, worker.ts under tsx). */
+const startWorker = (init: WorkerInit): Worker => spawnWorker(import.meta.url, 'worker', init);
 
 /** A UDP socket made inside `ns` and bound to ip:port there. */
 function openSocket(ns: Netns, bind: { ip: IPv4Addr; port: number }): number {
