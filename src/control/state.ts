@@ -140,16 +140,16 @@ export class HostState implements IpamStore {
       .map((r) => JSON.parse(r.doc) as NetworkRecord);
   }
   network(nameOrId: string): NetworkRecord | undefined {
-    const r = this.#prep<[string, string], { doc: string }>('SELECT doc FROM networks WHERE name = ? OR id = ?')
-      .get(nameOrId, nameOrId);
+    const r = this.#prep<[string, string], { doc: string }>(
+      'SELECT doc FROM networks WHERE name = ? OR id = ?',
+    ).get(nameOrId, nameOrId);
     return r ? (JSON.parse(r.doc) as NetworkRecord) : undefined;
   }
   putNetwork(n: NetworkRecord): void {
     try {
       this.#prep(
-          'INSERT INTO networks (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
-        )
-        .run(n.id, n.name, JSON.stringify(n));
+        'INSERT INTO networks (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
+      ).run(n.id, n.name, JSON.stringify(n));
     } catch (e) {
       throw uniqueToExists(e, `network "${n.name}" already exists`);
     }
@@ -166,16 +166,16 @@ export class HostState implements IpamStore {
       .map((r) => JSON.parse(r.doc) as SandboxRecord);
   }
   sandbox(nameOrId: string): SandboxRecord | undefined {
-    const r = this.#prep<[string, string], { doc: string }>('SELECT doc FROM sandboxes WHERE name = ? OR id = ?')
-      .get(nameOrId, nameOrId);
+    const r = this.#prep<[string, string], { doc: string }>(
+      'SELECT doc FROM sandboxes WHERE name = ? OR id = ?',
+    ).get(nameOrId, nameOrId);
     return r ? (JSON.parse(r.doc) as SandboxRecord) : undefined;
   }
   putSandbox(s: SandboxRecord): void {
     try {
       this.#prep(
-          'INSERT INTO sandboxes (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
-        )
-        .run(s.id, s.name, JSON.stringify(s));
+        'INSERT INTO sandboxes (id, name, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
+      ).run(s.id, s.name, JSON.stringify(s));
     } catch (e) {
       throw uniqueToExists(e, `a container named "${s.name}" already exists`);
     }
@@ -199,9 +199,8 @@ export class HostState implements IpamStore {
   putEndpoint(e: EndpointRecord): void {
     try {
       this.#prep(
-          'INSERT INTO endpoints (id, sandbox_id, network_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
-        )
-        .run(e.id, e.sandboxId, e.networkId, JSON.stringify(e));
+        'INSERT INTO endpoints (id, sandbox_id, network_id, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc',
+      ).run(e.id, e.sandboxId, e.networkId, JSON.stringify(e));
     } catch (err) {
       throw uniqueToExists(err, 'the container is already connected to that network');
     }
@@ -218,19 +217,16 @@ export class HostState implements IpamStore {
       .map((r) => ({ ip: parseIP(r.ip), owner: r.owner }));
   }
   lastAllocated(poolId: string): IPAddr | undefined {
-    const r = this.#prep<[string], { ip: string }>('SELECT ip FROM ipam_cursor WHERE pool = ?')
-      .get(poolId);
+    const r = this.#prep<[string], { ip: string }>('SELECT ip FROM ipam_cursor WHERE pool = ?').get(poolId);
     return r ? parseIP(r.ip) : undefined;
   }
   add(poolId: string, a: Allocation): void {
-    this.#prep('INSERT INTO ipam (pool, ip, owner) VALUES (?, ?, ?)')
-      .run(poolId, formatIP(a.ip), a.owner);
+    this.#prep('INSERT INTO ipam (pool, ip, owner) VALUES (?, ?, ?)').run(poolId, formatIP(a.ip), a.owner);
   }
   setLastAllocated(poolId: string, ip: IPAddr): void {
     this.#prep(
-        'INSERT INTO ipam_cursor (pool, ip) VALUES (?, ?) ON CONFLICT(pool) DO UPDATE SET ip = excluded.ip',
-      )
-      .run(poolId, formatIP(ip));
+      'INSERT INTO ipam_cursor (pool, ip) VALUES (?, ?) ON CONFLICT(pool) DO UPDATE SET ip = excluded.ip',
+    ).run(poolId, formatIP(ip));
   }
   remove(poolId: string, ip: IPAddr): void {
     this.#prep('DELETE FROM ipam WHERE pool = ? AND ip = ?').run(poolId, formatIP(ip));

@@ -4,7 +4,6 @@
  */
 import type { Command } from 'commander';
 import type { ClusterView } from '../control/cluster.js';
-import { defaultSocketPath } from '../control/host.js';
 import {
   DEFAULT_PREFIX,
   makeClusterConfig,

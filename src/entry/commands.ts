@@ -5,7 +5,6 @@
  */
 import { spawn } from 'node:child_process';
 import { type Command, Option } from 'commander';
-import { defaultSocketPath } from '../control/host.js';
 import type { ContainerView, NetworkView } from '../control/service.js';
 import { invalid, WeftError } from '../lib/errors.js';
 import type { Level } from '../lib/log.js';
