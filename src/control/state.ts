@@ -109,6 +109,9 @@ export class HostState implements IpamStore {
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     db.pragma('busy_timeout = 5000');
+    // A host's state is small (a few hundred records): a 1 MiB page cache holds it all, where
+    // SQLite's default (2 MiB) would only add resident memory to the daemon.
+    db.pragma('cache_size = -1024');
     db.exec(SCHEMA);
     return new HostState(db);
   }

@@ -22,6 +22,7 @@ interface Lib {
   run: (ctx: unknown, buf: string) => number;
   runFile: (ctx: unknown, path: string) => number;
   memfd: (name: string, flags: number) => number;
+  mallocTrim: (pad: number) => number;
 }
 
 /** NFT_CTX_OUTPUT_JSON of libnftables(3). */
@@ -44,6 +45,7 @@ function load(): Lib | null {
       run: l.func('int nft_run_cmd_from_buffer(void *ctx, const char *buf)'),
       runFile: l.func('int nft_run_cmd_from_filename(void *ctx, const char *filename)'),
       memfd: koffi.load('libc.so.6').func('int memfd_create(const char *name, unsigned int flags)'),
+      mallocTrim: koffi.load('libc.so.6').func('int malloc_trim(size_t pad)'),
     };
   } catch {
     lib = null;
@@ -118,11 +120,18 @@ export class NftSession {
     }
   }
 
-  /** Free the context and its socket (idempotent). */
+  /**
+   * Free the context and its socket (idempotent), and give the freed memory back to the system
+   * (malloc_trim): the library's many small allocations otherwise stay in the process as
+   * fragments (measured: ~10 MiB more resident with 200 containers).
+   */
   close(): void {
     const ctx = this.#ctx;
     this.#ctx = undefined;
-    if (ctx !== undefined) load()?.ctxFree(ctx);
+    if (ctx === undefined) return;
+    const l = load();
+    l?.ctxFree(ctx);
+    l?.mallocTrim(0);
   }
 }
 

@@ -51,7 +51,7 @@ export interface NftOptions {
 /** A kept libnftables context is freed after this long without a call. */
 const IDLE_CLOSE_MS = 2_000;
 /** …and renewed after this many scripts (see #afterRun). */
-const RECYCLE_RUNS = 32;
+const RECYCLE_RUNS = 8;
 /** How long after a deleting transaction the kernel has surely finished its clean-up (~16 ms). */
 const RECYCLE_QUIET_MS = 100;
 
