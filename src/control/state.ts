@@ -107,7 +107,10 @@ export class HostState implements IpamStore {
     fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const db = new Database(path.join(stateDir, 'state.db'));
     db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    // NORMAL in WAL mode: a commit survives a crash of the daemon; only a power loss can lose
+    // the last commits, and it takes the kernel state they describe (namespaces, links, rules)
+    // with it. FULL's fsync per commit cost ~0.4 ms of each change.
+    db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 5000');
     // A host's state is small (a few hundred records): a 1 MiB page cache holds it all, where
     // SQLite's default (2 MiB) would only add resident memory to the daemon.
