@@ -88,15 +88,22 @@ CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, name TEXT NOT NULL UN
 CREATE TABLE IF NOT EXISTS endpoints (
   id TEXT PRIMARY KEY, sandbox_id TEXT NOT NULL, network_id TEXT NOT NULL, doc TEXT NOT NULL,
   UNIQUE (sandbox_id, network_id));
+CREATE INDEX IF NOT EXISTS endpoints_network ON endpoints (network_id);
 CREATE TABLE IF NOT EXISTS ipam (pool TEXT NOT NULL, ip TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (pool, ip));
 CREATE TABLE IF NOT EXISTS ipam_cursor (pool TEXT PRIMARY KEY, ip TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
+interface Row {
+  id: string;
+  doc: string;
+}
+
 export class HostState implements IpamStore {
   readonly #db: Database.Database;
   /** Statements prepared once and reused: preparing costs more than running them. */
   readonly #stmts = new Map<string, Database.Statement<never, never>>();
+  readonly #parsed = new Map<string, { doc: string; value: unknown }>();
 
   private constructor(db: Database.Database) {
     this.#db = db;
@@ -124,6 +131,20 @@ export class HostState implements IpamStore {
     this.#db.close();
   }
 
+  /**
+   * A record parsed from its row, reused while the row's text is the same: the daemon reads all
+   * records back after every change (firewall, DNS), and parsing them again each time was most
+   * of that. Records are immutable values (readonly types), so sharing one object is safe.
+   */
+  #parse<T>(table: 'n' | 's' | 'e', row: Row): T {
+    const key = `${table}:${row.id}`;
+    const known = this.#parsed.get(key);
+    if (known && known.doc === row.doc) return known.value as T;
+    const value = JSON.parse(row.doc) as T;
+    this.#parsed.set(key, { doc: row.doc, value });
+    return value;
+  }
+
   #prep<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
     let st = this.#stmts.get(sql) as Database.Statement<P, R> | undefined;
     if (!st) {
@@ -141,15 +162,16 @@ export class HostState implements IpamStore {
   // ---- networks -----------------------------------------------------------------------------
 
   networks(): NetworkRecord[] {
-    return this.#prep<[], { doc: string }>('SELECT doc FROM networks ORDER BY name')
+    return this.#prep<[], Row>('SELECT id, doc FROM networks ORDER BY name')
       .all()
-      .map((r) => JSON.parse(r.doc) as NetworkRecord);
+      .map((r) => this.#parse<NetworkRecord>('n', r));
   }
   network(nameOrId: string): NetworkRecord | undefined {
-    const r = this.#prep<[string, string], { doc: string }>(
-      'SELECT doc FROM networks WHERE name = ? OR id = ?',
-    ).get(nameOrId, nameOrId);
-    return r ? (JSON.parse(r.doc) as NetworkRecord) : undefined;
+    const r = this.#prep<[string, string], Row>('SELECT id, doc FROM networks WHERE name = ? OR id = ?').get(
+      nameOrId,
+      nameOrId,
+    );
+    return r ? this.#parse<NetworkRecord>('n', r) : undefined;
   }
   putNetwork(n: NetworkRecord): void {
     try {
@@ -162,20 +184,22 @@ export class HostState implements IpamStore {
   }
   deleteNetwork(id: string): void {
     this.#prep('DELETE FROM networks WHERE id = ?').run(id);
+    this.#parsed.delete(`n:${id}`);
   }
 
   // ---- sandboxes ----------------------------------------------------------------------------
 
   sandboxes(): SandboxRecord[] {
-    return this.#prep<[], { doc: string }>('SELECT doc FROM sandboxes ORDER BY name')
+    return this.#prep<[], Row>('SELECT id, doc FROM sandboxes ORDER BY name')
       .all()
-      .map((r) => JSON.parse(r.doc) as SandboxRecord);
+      .map((r) => this.#parse<SandboxRecord>('s', r));
   }
   sandbox(nameOrId: string): SandboxRecord | undefined {
-    const r = this.#prep<[string, string], { doc: string }>(
-      'SELECT doc FROM sandboxes WHERE name = ? OR id = ?',
-    ).get(nameOrId, nameOrId);
-    return r ? (JSON.parse(r.doc) as SandboxRecord) : undefined;
+    const r = this.#prep<[string, string], Row>('SELECT id, doc FROM sandboxes WHERE name = ? OR id = ?').get(
+      nameOrId,
+      nameOrId,
+    );
+    return r ? this.#parse<SandboxRecord>('s', r) : undefined;
   }
   putSandbox(s: SandboxRecord): void {
     try {
@@ -188,19 +212,30 @@ export class HostState implements IpamStore {
   }
   deleteSandbox(id: string): void {
     this.#prep('DELETE FROM sandboxes WHERE id = ?').run(id);
+    this.#parsed.delete(`s:${id}`);
   }
 
   // ---- endpoints ----------------------------------------------------------------------------
 
   endpoints(filter: { sandboxId?: string; networkId?: string } = {}): EndpointRecord[] {
-    return this.#prep<[], { doc: string }>('SELECT doc FROM endpoints ORDER BY id')
-      .all()
-      .map((r) => JSON.parse(r.doc) as EndpointRecord)
-      .filter(
-        (e) =>
-          (filter.sandboxId === undefined || e.sandboxId === filter.sandboxId) &&
-          (filter.networkId === undefined || e.networkId === filter.networkId),
-      );
+    const { sandboxId: sb, networkId: net } = filter;
+    // Filtered by SQLite on the indexed columns: callers mostly want one sandbox's or one
+    // network's, and parsing every endpoint each time was O(n) per call.
+    const rows =
+      sb !== undefined && net !== undefined
+        ? this.#prep<[string, string], Row>(
+            'SELECT id, doc FROM endpoints WHERE sandbox_id = ? AND network_id = ? ORDER BY id',
+          ).all(sb, net)
+        : sb !== undefined
+          ? this.#prep<[string], Row>('SELECT id, doc FROM endpoints WHERE sandbox_id = ? ORDER BY id').all(
+              sb,
+            )
+          : net !== undefined
+            ? this.#prep<[string], Row>('SELECT id, doc FROM endpoints WHERE network_id = ? ORDER BY id').all(
+                net,
+              )
+            : this.#prep<[], Row>('SELECT id, doc FROM endpoints ORDER BY id').all();
+    return rows.map((r) => this.#parse<EndpointRecord>('e', r));
   }
   putEndpoint(e: EndpointRecord): void {
     try {
@@ -213,6 +248,7 @@ export class HostState implements IpamStore {
   }
   deleteEndpoint(id: string): void {
     this.#prep('DELETE FROM endpoints WHERE id = ?').run(id);
+    this.#parsed.delete(`e:${id}`);
   }
 
   // ---- IpamStore ----------------------------------------------------------------------------
