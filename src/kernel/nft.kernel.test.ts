@@ -172,6 +172,36 @@ describe('nft', needsRoot, () => {
     assert.equal((await nft.list('chain inet t c')).nftables.filter((o) => o.rule).length, 1);
   });
 
+  test('in-process: the kept context is renewed every few scripts, not while a deletion is recent', async (t) => {
+    const b = bed(t);
+    const a = b.ns('a');
+    const nft = new Nft(a.ns, { idleCloseMs: 60_000 });
+    b.onCleanup(() => nft.close());
+    // The inode of the context's NETLINK_NETFILTER socket: a new context, a new socket.
+    const inode = () =>
+      a.ns
+        .run(() => fs.readFileSync('/proc/thread-self/net/netlink', 'utf8'))
+        .split('\n')
+        .slice(1)
+        .map((l) => l.trim().split(/\s+/))
+        .find((f) => f[1] === '12' && f[2] !== '0')?.[9];
+    await nft.apply('table inet t {\n chain c {\n }\n}\n');
+    const seen = new Set<string | undefined>();
+    for (let i = 0; i < 20; i++) {
+      await nft.apply(`add rule inet t c tcp dport ${2000 + i} accept\n`);
+      seen.add(inode());
+    }
+    seen.delete(undefined);
+    assert.ok(seen.size >= 2, `renewed while only adding (sockets seen: ${seen.size})`);
+    // Deleting every time: no renewal while the last deletion is recent (freeing would wait
+    // for the kernel's clean-up), until the hard bound of four times as many scripts.
+    await nft.apply('flush chain inet t c\n');
+    const first = inode();
+    for (let i = 0; i < 5; i++) await nft.apply('flush chain inet t c\n');
+    assert.equal(inode(), first, 'kept while deletions are recent');
+    assert.equal((await nft.list('chain inet t c')).nftables.filter((o) => o.rule).length, 0);
+  });
+
   test('every run has a timeout (the process is killed); a missing nft is UNSUPPORTED', async (t) => {
     const b = bed(t);
     const a = b.ns('a');
