@@ -29,9 +29,9 @@
  * process holds its main thread ~1.8 ms, and perl needs ~1.5 ms more before it reads. A helper
  * spawned beforehand and idle on fd 3 takes both off the request path; a request is then one
  * write. An idle helper can serve any sandbox, since it knows none: its own session, stdin,
- * stdout and stderr /dev/null, an empty environment. The next one is spawned when the sandbox
- * it served has settled (started, cancelled or failed), on setImmediate: after the work of the
- * request rather than in the middle of it. A second request while one is in flight gets a helper
+ * stdout and stderr /dev/null, an empty environment. The next one is spawned (on setImmediate)
+ * when the sandbox it served is told to start — while it execs, when the daemon's thread would
+ * only wait — or has otherwise settled (cancelled or failed). A second request while one is in flight gets a helper
  * spawned on demand, which is also all that `prepareProcess` does (the cold path: spawn, then the
  * same request). Measured here (sleep in a namespace, median of 40): prepare + start 1.2 ms warm
  * (1.8 ms when it comes within ~1.5 ms of the previous start: perl is still starting) against
@@ -575,8 +575,8 @@ class Helper implements PreparedProcess {
   }
 
   /**
-   * Send the request and wait for `ready`; `onSettled` runs once when this sandbox is settled
-   * (started, cancelled or failed). Throws as `prepareProcess` says, after the files are written.
+   * Send the request and wait for `ready`; `onSettled` runs once, when this sandbox is told to
+   * start or is otherwise settled (cancelled or failed). Throws as `prepareProcess` says, after the files are written.
    */
   request(req: Request, onSettled?: () => void): Promise<PreparedProcess> {
     this.#spec = req.spec;
@@ -721,6 +721,10 @@ class Helper implements PreparedProcess {
 
   async #start(): Promise<ProcessRef> {
     this.#ctl.send(START_BYTE);
+    // The next helper is spawned now, while this one execs (the daemon's thread would only wait
+    // for the exec here), rather than after: the fork then delays this answer by what is left of
+    // it instead of the next request by all of it.
+    this.#settled();
     const ev = await this.#ctl.next(SETUP_TIMEOUT_MS);
     if (ev.kind === 'timeout') return this.#timeout('the start');
     if (ev.kind === 'eof' || ev.kind === 'error') return this.#died('before');
@@ -788,7 +792,7 @@ export async function prepareProcess(spec: ProcessSpec): Promise<PreparedProcess
 
 /**
  * Prepares sandboxes with a helper spawned beforehand (see "Why warm" at the top): one idle
- * helper is kept, spawned after the previous one's sandbox settled, so a steady stream of starts
+ * helper is kept, spawned as the previous one's sandbox starts, so a steady stream of starts
  * finds one; starts beyond it spawn their own. The idle helper does not keep the process alive.
  */
 export class ProcessStarter {
