@@ -9,7 +9,7 @@ const forbidden = [
     name: 'no-tests-from-src',
     severity: 'error',
     from: { path: '^src/', pathNot: '(\\.test\\.ts$|/testbed\\.ts$|/contract\\.ts$|/testkit\\.ts$|/testserver\\.ts$)' },
-    to: { path: '(\\.test\\.ts$|^test/|^src/net/backends/testbed\\.ts$|^src/control/store/contract\\.ts$|^src/entry/docker/testkit\\.ts$|^src/net/dns/testserver\\.ts$)' },
+    to: { path: '(\\.test\\.ts$|^test/|^src/net/backends/testbed\\.ts$|^src/control/store/contract\\.ts$|^src/entry/(docker|cni)/testkit\\.ts$|^src/net/dns/testserver\\.ts$)' },
   },
 ];
 layers.forEach((layer, i) => {

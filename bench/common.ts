@@ -12,6 +12,7 @@ import { type ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ApiClient } from '../src/entry/client.js';
+import { runCniPlugin } from '../src/entry/cni/testkit.js';
 import { openHandle } from '../src/kernel/handle.js';
 import { Netns } from '../src/kernel/netns.js';
 import { type BedNs, setPodMtu, type Testbed } from '../src/net/backends/testbed.js';
@@ -157,38 +158,17 @@ export function rssKiB(pid: number): { rss: number; anon: number } {
  * added) and `conf` on stdin, killed after 30 s. Resolves to its parsed stdout (undefined when
  * empty); rejects with its output on a non-zero exit.
  */
-export function runPlugin(
+export async function runPlugin(
   host: Netns,
   file: string,
   env: Record<string, string>,
   conf: unknown,
 ): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const child = host.spawn(file, [], {
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout?.on('data', (c: Buffer) => out.push(c));
-    child.stderr?.on('data', (c: Buffer) => err.push(c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const text = Buffer.concat(out).toString('utf8');
-      if (code !== 0) {
-        reject(
-          new Error(
-            `${path.basename(file)} ${env.CNI_COMMAND} exited ${code}: ${text} ${Buffer.concat(err)}`,
-          ),
-        );
-        return;
-      }
-      resolve(text.trim() ? JSON.parse(text) : undefined);
-    });
-    child.stdin?.end(JSON.stringify(conf));
-  });
+  const r = await runCniPlugin(host, file, env, conf);
+  if (r.code !== 0) {
+    throw new Error(`${path.basename(file)} ${env.CNI_COMMAND} exited ${r.code}: ${r.stdout} ${r.stderr}`);
+  }
+  return r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
 }
 
 /** `ip -n NS ARGS…`, bounded; throws with ip's stderr on a failure. */

@@ -43,6 +43,23 @@ export class Bed {
     return b;
   }
 
+  /**
+   * The uplink of a test "host" to its "outside" namespace (the remote client and the internet):
+   * a veth pair named eth0 on both sides, both up, `hostIp`/`outsideIp` on a /24, and (unless
+   * `defaultRoute` is false) the host's default route via the outside.
+   */
+  uplink(
+    host: BedNs,
+    outside: BedNs,
+    o: { hostIp: string; outsideIp: string; defaultRoute?: boolean },
+  ): void {
+    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
+    outside.h.links.setUp('eth0');
+    host.h.addrs.add('eth0', `${o.hostIp}/24`);
+    outside.h.addrs.add('eth0', `${o.outsideIp}/24`);
+    if (o.defaultRoute !== false) host.h.routes.add({ dst: 'default', via: o.outsideIp });
+  }
+
   /** Run a command inside a namespace of this bed and return its output (throws on non-zero exit). */
   async exec(b: BedNs, cmd: string, args: string[], opts: { timeoutMs?: number } = {}) {
     // Spawned inside the section (the child starts in the namespace); awaited outside it.

@@ -28,10 +28,7 @@ describe('attachments through the daemon API', needsRoot, () => {
   before(async () => {
     host = b.ns('host');
     outside = b.ns('outside');
-    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
-    outside.h.links.setUp('eth0');
-    host.h.addrs.add('eth0', '198.51.100.2/24');
-    outside.h.addrs.add('eth0', '198.51.100.1/24');
+    b.uplink(host, outside, { hostIp: '198.51.100.2', outsideIp: '198.51.100.1', defaultRoute: false });
     d = await startDaemon(b, host, {
       args: ['--default-subnet', '10.89.0.0/24', '--upstream', '198.51.100.1'],
     });

@@ -32,11 +32,7 @@ describe('weft daemon on one host', needsRoot, () => {
   before(async () => {
     host = b.ns('host');
     outside = b.ns('outside');
-    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
-    outside.h.links.setUp('eth0');
-    host.h.addrs.add('eth0', `${HOST_IP}/24`);
-    outside.h.addrs.add('eth0', `${OUTSIDE_IP}/24`);
-    host.h.routes.add({ dst: 'default', via: OUTSIDE_IP });
+    b.uplink(host, outside, { hostIp: HOST_IP, outsideIp: OUTSIDE_IP });
     // The "internet" server: answers with the address it sees the request come from.
     www = fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'wt-www-'));
     b.onCleanup(() => fs.rmSync(www, { recursive: true, force: true }));

@@ -916,13 +916,13 @@ export async function startProcess(spec: ProcessSpec): Promise<ProcessRef> {
   return (await prepareProcess(spec)).start();
 }
 
-interface Stat {
+export interface ProcStat {
   state: string;
   startTime: string;
 }
 
 /** State and start time from /proc/PID/stat; undefined when there is no such process. */
-function readStat(pid: number): Stat | undefined {
+export function readStat(pid: number): ProcStat | undefined {
   let text: string;
   try {
     text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -33,3 +33,14 @@ export function checkRevision(rev: number, what = 'revision'): void {
 export const checkValue = (value: string): void => {
   if (typeof value !== 'string') throw invalid('store value must be a string');
 };
+
+/**
+ * The checks of a write (create, update, put): key, value, TTL and, for an update, the revision
+ * it is conditional on. Throws INVALID naming the first bad one.
+ */
+export function checkWrite(key: string, value: string, ttl: number | undefined, ifRevision?: number): void {
+  checkKey(key);
+  checkValue(value);
+  checkTtl(ttl);
+  if (ifRevision !== undefined) checkRevision(ifRevision, 'ifRevision');
+}

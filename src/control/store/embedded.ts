@@ -32,7 +32,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { invalid, WeftError } from '../../lib/errors.js';
-import { checkKey, checkRevision, checkTtl, checkValue } from './common.js';
+import { checkKey, checkRevision, checkWrite } from './common.js';
 import type { KvEntry, PutOptions, Registry, Watch, WatchEvent, WatchHandlers } from './types.js';
 
 export interface EmbeddedOptions {
@@ -188,9 +188,7 @@ export class EmbeddedRegistry implements Registry {
 
   /** Throws INVALID for a bad key or TTL, UNAVAILABLE when the store is locked or unreadable. */
   async create(key: string, value: string, opts: PutOptions = {}): Promise<KvEntry | undefined> {
-    checkKey(key);
-    checkValue(value);
-    checkTtl(opts.ttlSeconds);
+    checkWrite(key, value, opts.ttlSeconds);
     return this.#write('create', (now) =>
       this.#q.get.get(key, now) ? undefined : this.#set(key, value, opts.ttlSeconds, now),
     );
@@ -202,10 +200,7 @@ export class EmbeddedRegistry implements Registry {
     value: string,
     opts: PutOptions & { ifRevision: number },
   ): Promise<KvEntry | undefined> {
-    checkKey(key);
-    checkValue(value);
-    checkTtl(opts.ttlSeconds);
-    checkRevision(opts.ifRevision, 'ifRevision');
+    checkWrite(key, value, opts.ttlSeconds, opts.ifRevision);
     return this.#write('update', (now) =>
       this.#q.get.get(key, now)?.mod_revision === opts.ifRevision
         ? this.#set(key, value, opts.ttlSeconds, now)
@@ -215,9 +210,7 @@ export class EmbeddedRegistry implements Registry {
 
   /** Throws INVALID for a bad key or TTL, UNAVAILABLE as create. */
   async put(key: string, value: string, opts: PutOptions = {}): Promise<KvEntry> {
-    checkKey(key);
-    checkValue(value);
-    checkTtl(opts.ttlSeconds);
+    checkWrite(key, value, opts.ttlSeconds);
     return this.#write('put', (now) => this.#set(key, value, opts.ttlSeconds, now));
   }
 

@@ -38,7 +38,7 @@ import {
   isRecoverableError,
 } from 'etcd3';
 import { invalid, WeftError } from '../../lib/errors.js';
-import { checkKey, checkRevision, checkTtl, checkValue } from './common.js';
+import { checkKey, checkRevision, checkWrite } from './common.js';
 import type { KvEntry, PutOptions, Registry, Watch, WatchEvent, WatchHandlers } from './types.js';
 
 export interface EtcdOptions {
@@ -150,9 +150,7 @@ export class EtcdRegistry implements Registry {
 
   /** Throws INVALID for a bad key or TTL, UNAVAILABLE when etcd does not answer. */
   async create(key: string, value: string, opts: PutOptions = {}): Promise<KvEntry | undefined> {
-    checkKey(key);
-    checkValue(value);
-    checkTtl(opts.ttlSeconds);
+    checkWrite(key, value, opts.ttlSeconds);
     const k = Buffer.from(key);
     return this.#withLease(opts.ttlSeconds, async (lease) => {
       const res = await this.#call('create', (o) =>
@@ -178,10 +176,7 @@ export class EtcdRegistry implements Registry {
     value: string,
     opts: PutOptions & { ifRevision: number },
   ): Promise<KvEntry | undefined> {
-    checkKey(key);
-    checkValue(value);
-    checkTtl(opts.ttlSeconds);
-    checkRevision(opts.ifRevision, 'ifRevision');
+    checkWrite(key, value, opts.ttlSeconds, opts.ifRevision);
     // An absent key has mod_revision 0 in a compare: revision 0 must not "update" it into being.
     if (opts.ifRevision === 0) return undefined;
     const k = Buffer.from(key);
@@ -214,9 +209,7 @@ export class EtcdRegistry implements Registry {
 
   /** Throws INVALID for a bad key or TTL, UNAVAILABLE when etcd does not answer. */
   async put(key: string, value: string, opts: PutOptions = {}): Promise<KvEntry> {
-    checkKey(key);
-    checkValue(value);
-    checkTtl(opts.ttlSeconds);
+    checkWrite(key, value, opts.ttlSeconds);
     const entry = await this.#withLease(opts.ttlSeconds, async (lease) => {
       const res = await this.#call('put', (o) =>
         this.#client.kv.put(

@@ -15,19 +15,13 @@ import { Bed, type BedNs, needsRoot, RUN_ID } from '../../../test/bed.js';
 import { startDaemon, type TestDaemon } from '../../../test/daemon.js';
 import type { AttachView } from '../../control/service.js';
 import { SUPPORTED_VERSIONS } from './result.js';
+import { type PluginRun, runCniPlugin } from './testkit.js';
 
 const REF = '/usr/lib/cni';
 const HOST_IP = '198.51.100.2';
 const OUTSIDE_IP = '198.51.100.1';
 const SUBNET = '10.61.0';
 const haveRef = fs.existsSync(path.join(REF, 'portmap')) && fs.existsSync(path.join(REF, 'bandwidth'));
-
-interface PluginRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-  json: Record<string, unknown> | undefined;
-}
 
 describe('CNI plugin through its executable', needsRoot, () => {
   const b = new Bed();
@@ -40,35 +34,16 @@ describe('CNI plugin through its executable', needsRoot, () => {
 
   /** Run a CNI plugin inside the host namespace, as a runtime does. */
   const run = (file: string, env: Record<string, string>, stdin: unknown): Promise<PluginRun> =>
-    new Promise((resolve, reject) => {
-      const child = host.ns.spawn(file, [], {
-        env: {
-          PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-          CNI_PATH: REF,
-          ...(process.env.WEFT_TEST_RUN !== undefined && { WEFT_TEST_RUN: process.env.WEFT_TEST_RUN }),
-          ...env,
-        },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      child.stdout?.on('data', (c: Buffer) => out.push(c));
-      child.stderr?.on('data', (c: Buffer) => err.push(c));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        const stdout = Buffer.concat(out).toString('utf8');
-        let json: Record<string, unknown> | undefined;
-        try {
-          json = stdout.trim() ? (JSON.parse(stdout) as Record<string, unknown>) : undefined;
-        } catch {
-          json = undefined;
-        }
-        resolve({ code: code ?? -1, stdout, stderr: Buffer.concat(err).toString('utf8'), json });
-      });
-      child.stdin?.end(typeof stdin === 'string' ? stdin : JSON.stringify(stdin));
-    });
+    runCniPlugin(
+      host.ns,
+      file,
+      {
+        CNI_PATH: REF,
+        ...(process.env.WEFT_TEST_RUN !== undefined && { WEFT_TEST_RUN: process.env.WEFT_TEST_RUN }),
+        ...env,
+      },
+      stdin,
+    );
 
   const weft = (env: Record<string, string>, conf: unknown) => run(plugin, env, conf);
   const conf = (v: string, extra: Record<string, unknown> = {}) => ({
@@ -115,11 +90,7 @@ describe('CNI plugin through its executable', needsRoot, () => {
     await buildCniPlugin(plugin);
     host = b.ns('host');
     outside = b.ns('outside');
-    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
-    outside.h.links.setUp('eth0');
-    host.h.addrs.add('eth0', `${HOST_IP}/24`);
-    outside.h.addrs.add('eth0', `${OUTSIDE_IP}/24`);
-    host.h.routes.add({ dst: 'default', via: OUTSIDE_IP });
+    b.uplink(host, outside, { hostIp: HOST_IP, outsideIp: OUTSIDE_IP });
     d = await startDaemon(b, host, { args: ['--upstream', OUTSIDE_IP, '--default-subnet', '10.60.0.0/24'] });
     b.onCleanup(() => d.stop());
     await d.api.request('POST', '/v1/networks', {

@@ -216,11 +216,7 @@ describe('podman runs containers on weft through the CNI plugin', { skip }, () =
     // The host: a daemon, a network for podman, an "outside" namespace to reach published ports.
     host = b.ns('host');
     outside = b.ns('outside');
-    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
-    outside.h.links.setUp('eth0');
-    host.h.addrs.add('eth0', `${HOST_IP}/24`);
-    outside.h.addrs.add('eth0', `${OUTSIDE_IP}/24`);
-    host.h.routes.add({ dst: 'default', via: OUTSIDE_IP });
+    b.uplink(host, outside, { hostIp: HOST_IP, outsideIp: OUTSIDE_IP });
     d = await startDaemon(b, host, { args: ['--upstream', OUTSIDE_IP, '--default-subnet', '10.60.0.0/24'] });
     b.onCleanup(() => d.stop());
     await d.api.request('POST', '/v1/networks', {

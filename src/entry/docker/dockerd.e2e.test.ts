@@ -185,11 +185,7 @@ describe('dockerd 20.10 with weft as its network and IPAM driver', { skip }, () 
   before(async () => {
     host = b.ns('dock');
     outside = b.ns('outside');
-    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
-    outside.h.links.setUp('eth0');
-    host.h.addrs.add('eth0', `${HOST_IP}/24`);
-    outside.h.addrs.add('eth0', `${OUTSIDE_IP}/24`);
-    host.h.routes.add({ dst: 'default', via: OUTSIDE_IP });
+    b.uplink(host, outside, { hostIp: HOST_IP, outsideIp: OUTSIDE_IP });
 
     dir = fs.mkdtempSync(path.join(os.tmpdir(), `wt-${RUN_ID}-dockerd-`));
     dockerdLog = path.join(dir, 'dockerd.log');

@@ -107,11 +107,7 @@ describe('docker plugin: the protocol over its socket, a real daemon', needsRoot
     outside = b.ns('outside');
     c1 = b.ns('c1');
     c2 = b.ns('c2');
-    host.h.links.add({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0', netns: outside.ns } });
-    outside.h.links.setUp('eth0');
-    host.h.addrs.add('eth0', `${HOST_IP}/24`);
-    outside.h.addrs.add('eth0', `${OUTSIDE_IP}/24`);
-    host.h.routes.add({ dst: 'default', via: OUTSIDE_IP });
+    b.uplink(host, outside, { hostIp: HOST_IP, outsideIp: OUTSIDE_IP });
     // dockerd sets the FORWARD policy to DROP: weft's traffic must pass regardless.
     for (const cmd of ['iptables', 'ip6tables']) await b.exec(host, cmd, ['-P', 'FORWARD', 'DROP']);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `wt-${RUN_ID}-dplug-`));

@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import type { Netns } from '../../kernel/netns.js';
 import { runTool, type ToolResult } from '../../kernel/run.js';
 import { notFound, WeftError } from '../../lib/errors.js';
+import { processAlive, readStat } from '../../net/process.js';
 
 export interface ProcRef {
   readonly pid: number;
@@ -20,22 +21,9 @@ export interface ProcRef {
   readonly startTime: string;
 }
 
-function readStat(pid: number): { state: string; startTime: string } | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  if (rest[0] === undefined || rest[19] === undefined) return undefined;
-  return { state: rest[0], startTime: rest[19] };
-}
-
 /** True while `ref` is still the process we recorded and has not exited (zombies count as gone). */
 export function alive(ref: ProcRef): boolean {
-  const st = readStat(ref.pid);
-  return st !== undefined && st.startTime === ref.startTime && st.state !== 'Z' && st.state !== 'X';
+  return processAlive(ref.pid, ref.startTime);
 }
 
 /**

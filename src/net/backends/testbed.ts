@@ -196,6 +196,26 @@ export const peersOf = (leases: readonly LeaseInfo[], self: LeaseInfo): LeaseInf
  * Set the container-side MTU of a host (its bridge, the bridge's veth and the container's eth0),
  * as the daemon gives the bridge network the backend's MTU.
  */
+/**
+ * The host's routes to cluster subnets (10.244.0.0/16) other than its own bridge's, as iproute2
+ * prints them (`DST [via GW] dev DEV [onlink]`, sorted): the independent cross-check of what a
+ * backend programmed.
+ */
+export async function clusterRoutes(b: Bed, host: TestHost): Promise<string[]> {
+  const routes = await b.ipJson<{ dst: string; gateway?: string; dev: string; flags: string[] }[]>(
+    host.ns,
+    'route',
+    'show',
+  );
+  return routes
+    .filter((r) => r.dst.startsWith('10.244.') && r.dev !== host.bridge)
+    .map(
+      (r) =>
+        `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.dev}${r.flags.includes('onlink') ? ' onlink' : ''}`,
+    )
+    .sort();
+}
+
 export function setPodMtu(host: TestHost, mtu: number): void {
   host.container.h.links.setMtu('eth0', mtu);
   host.ns.h.links.setMtu('vc0', mtu);

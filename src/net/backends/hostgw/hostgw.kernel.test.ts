@@ -7,6 +7,7 @@ import { parseCidr, parseIP } from '../../../lib/ip.js';
 import {
   buildTestbed,
   capture,
+  clusterRoutes,
   measure,
   networkAddr,
   peersOf,
@@ -42,23 +43,6 @@ async function cluster(t: TestContext, hosts = 3): Promise<Cluster> {
   return { b, tb, backends, leases };
 }
 
-/** The host's routes to cluster subnets other than its own bridge's, as iproute2 prints them. */
-async function routesOf(b: Bed, host: TestHost): Promise<string[]> {
-  return (
-    await b.ipJson<{ dst: string; gateway?: string; dev: string; flags: string[] }[]>(
-      host.ns,
-      'route',
-      'show',
-    )
-  )
-    .filter((r) => r.dst.startsWith('10.244.') && r.dev !== host.bridge)
-    .map(
-      (r) =>
-        `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.dev}${r.flags.includes('onlink') ? ' onlink' : ''}`,
-    )
-    .sort();
-}
-
 const expected = (hosts: readonly TestHost[], self: TestHost): string[] =>
   hosts
     .filter((p) => p !== self)
@@ -82,7 +66,7 @@ describe('host-gw backend', needsRoot, () => {
     const c = await cluster(t);
     assert.deepEqual(await pingAll(c), []);
     for (const host of c.tb.hosts) {
-      assert.deepEqual(await routesOf(c.b, host), expected(c.tb.hosts, host));
+      assert.deepEqual(await clusterRoutes(c.b, host), expected(c.tb.hosts, host));
       assert.deepEqual(warnings(host), []);
     }
     const [h0, h1] = c.tb.hosts as [TestHost, TestHost];
@@ -103,13 +87,13 @@ describe('host-gw backend', needsRoot, () => {
     const [h0, h1, h2] = c.tb.hosts as [TestHost, TestHost, TestHost];
     await c.backends[0]!.removePeer(c.leases[1]!);
     await c.backends[0]!.removePeer(c.leases[1]!);
-    assert.deepEqual(await routesOf(c.b, h0), expected([h0, h2], h0));
+    assert.deepEqual(await clusterRoutes(c.b, h0), expected([h0, h2], h0));
     assert.equal(await c.b.ping(h0.container, h1.containerIp, { count: 1, deadlineS: 1 }), false);
     assert.equal(await c.b.ping(h0.container, h2.containerIp), true);
-    assert.deepEqual(await routesOf(c.b, h1), expected(c.tb.hosts, h1));
+    assert.deepEqual(await clusterRoutes(c.b, h1), expected(c.tb.hosts, h1));
     await c.backends[0]!.addPeer(c.leases[1]!);
     await c.backends[0]!.addPeer(c.leases[1]!);
-    assert.deepEqual(await routesOf(c.b, h0), expected(c.tb.hosts, h0));
+    assert.deepEqual(await clusterRoutes(c.b, h0), expected(c.tb.hosts, h0));
     assert.equal(await c.b.ping(h0.container, h1.containerIp, { count: 1, deadlineS: 3 }), true);
   });
 
@@ -128,7 +112,7 @@ describe('host-gw backend', needsRoot, () => {
 
     await c.backends[0]!.resync(peersOf(c.leases, c.leases[0]!));
     assert.deepEqual(
-      await routesOf(c.b, h0),
+      await clusterRoutes(c.b, h0),
       [...expected(c.tb.hosts, h0), '10.244.97.0/24 dev eth0'].sort(),
     );
     assert.equal((await c.b.ipJson<unknown[]>(h0.ns, 'route', 'show', '10.99.0.0/24')).length, 1);
@@ -154,12 +138,12 @@ describe('host-gw backend', needsRoot, () => {
     assert.equal(w.length, 1);
     assert.match(String(w[0]?.reason), /10\.10\.10\.10 is not on-link from eth0/);
     assert.equal(w[0]?.subnet, '10.244.40.0/24');
-    assert.deepEqual(await routesOf(c.b, h0), expected(c.tb.hosts, h0));
+    assert.deepEqual(await clusterRoutes(c.b, h0), expected(c.tb.hosts, h0));
     // resync says it once more at most, and keeps it out.
     await c.backends[0]!.resync([...peersOf(c.leases, c.leases[0]!), far]);
     await c.backends[0]!.resync([...peersOf(c.leases, c.leases[0]!), far]);
     assert.equal(warnings(h0).length, 1);
-    assert.deepEqual(await routesOf(c.b, h0), expected(c.tb.hosts, h0));
+    assert.deepEqual(await clusterRoutes(c.b, h0), expected(c.tb.hosts, h0));
   });
 
   test('a changed peer (new public IP) is updated', async (t) => {
@@ -180,7 +164,7 @@ describe('host-gw backend', needsRoot, () => {
       '10.244.2.0/24 via 192.168.100.21 dev eth0',
       `${networkAddr(h2.lease.subnet)}/24 via ${h2.publicIp} dev eth0`,
     ];
-    assert.deepEqual(await routesOf(c.b, h0), want0);
+    assert.deepEqual(await clusterRoutes(c.b, h0), want0);
     assert.deepEqual(await pingAll(c), []);
   });
 
@@ -196,7 +180,7 @@ describe('host-gw backend', needsRoot, () => {
       await c.backends[0]!.addPeer(l);
     }
     assert.equal(warnings(h0).length, 4);
-    assert.deepEqual(await routesOf(c.b, h0), expected(c.tb.hosts, h0));
+    assert.deepEqual(await clusterRoutes(c.b, h0), expected(c.tb.hosts, h0));
     assert.throws(
       () => hostGwBackend({ type: 'vxlan' }, h0.ctx),
       (e) => isWeftError(e, 'INVALID'),
@@ -209,7 +193,7 @@ describe('host-gw backend', needsRoot, () => {
       await be.teardown();
       await be.teardown();
       const host = c.tb.hosts[i]!;
-      assert.deepEqual(await routesOf(c.b, host), []);
+      assert.deepEqual(await clusterRoutes(c.b, host), []);
       const all = await c.b.ipJson<{ dst: string; dev: string }[]>(host.ns, 'route', 'show');
       assert.deepEqual(all.map((r) => `${r.dst} dev ${r.dev}`).sort(), [
         `${networkAddr(host.lease.subnet)}/24 dev weft0`,

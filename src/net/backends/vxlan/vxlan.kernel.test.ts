@@ -9,6 +9,7 @@ import { parseCidr, parseIP } from '../../../lib/ip.js';
 import {
   buildTestbed,
   capture,
+  clusterRoutes,
   measure,
   networkAddr,
   peersOf,
@@ -56,19 +57,7 @@ async function cluster(t: TestContext, cfg: Partial<BackendConfig> = {}, hosts =
 
 /** The host's vxlan state as iproute2 prints it (the independent cross-check). */
 async function kernelState(b: Bed, host: TestHost, dev = 'weft.1') {
-  const routes = (
-    await b.ipJson<{ dst: string; gateway?: string; dev: string; flags: string[] }[]>(
-      host.ns,
-      'route',
-      'show',
-    )
-  )
-    .filter((r) => r.dst.startsWith('10.244.') && r.dev !== host.bridge)
-    .map(
-      (r) =>
-        `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.dev}${r.flags.includes('onlink') ? ' onlink' : ''}`,
-    )
-    .sort();
+  const routes = await clusterRoutes(b, host);
   const link = await b.ipJson<unknown[]>(host.ns, 'link', 'show', 'dev', dev).catch(() => []);
   const neigh =
     link.length === 0
