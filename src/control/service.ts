@@ -30,9 +30,9 @@ import { type Logger, nullLogger } from '../lib/log.js';
 import { checkIfName, checkObjectName } from '../lib/names.js';
 import { type Rollback, transaction } from '../lib/rollback.js';
 import type { EndpointInfo, EndpointSpec, NetworkDriver, NetworkSpec, SandboxRef } from '../net/driver.js';
-import type { FirewallState, NetworkFw, PortMapping } from '../net/firewall/types.js';
+import type { EndpointFw, FirewallState, NetworkFw, PortMapping } from '../net/firewall/types.js';
 import { routedPrefixes } from '../net/routed.js';
-import { createSandbox, openExternalSandbox, openSandbox, removeSandbox } from '../net/sandbox.js';
+import { openExternalSandbox, openSandbox, removeSandbox, sandboxPath } from '../net/sandbox.js';
 import type { Host } from './host.js';
 import { allocate, canonicalSubnet, checkSubnetFree, type Pool, pickSubnet, release } from './ipam/index.js';
 import { checkPortsFree, parsePortSpec } from './ports.js';
@@ -61,8 +61,12 @@ export interface DnsPort {
   upstreams(): string[];
 }
 
+/** A new network namespace, made by the process's helper and pinned at `pin` (see net/process.ts). */
+export interface NewNetns {
+  readonly pin: string;
+}
 export interface ProcessSpec {
-  readonly netns: Netns | 'host';
+  readonly netns: Netns | 'host' | NewNetns;
   readonly hostname: string;
   readonly filesDir: string;
   readonly files: { readonly hosts: string; readonly resolvConf: string; readonly hostname: string };
@@ -76,9 +80,17 @@ export interface PreparedProcess {
   start(): Promise<{ pid: number; startTime: string }>;
   cancel(): Promise<void>;
 }
+/** A prepare under way: the sandbox's namespace as soon as there is one, then the process. */
+export interface Preparing {
+  readonly netns: Promise<Netns | 'host'>;
+  readonly prepared: Promise<PreparedProcess>;
+}
 export interface ProcessPort {
-  /** Set the process up in its namespaces, without running the command yet. */
-  prepare(spec: ProcessSpec): Promise<PreparedProcess>;
+  /**
+   * Set the process up in its namespaces, without running the command yet; with a `{ pin }`
+   * spec its new network namespace is reported first (see ProcessStarter.begin).
+   */
+  begin(spec: ProcessSpec): Preparing;
   alive(pid: number, startTime: string): boolean;
   stop(pid: number, startTime: string, opts: { timeoutMs: number }): Promise<void>;
   renderFiles(input: {
@@ -218,6 +230,7 @@ export class HostService {
   readonly #d: ServiceDeps;
   readonly #log: Logger;
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #epFw = new WeakMap<EndpointRecord, { s: SandboxRecord | undefined; fw: EndpointFw }>();
   #def: DefaultNetwork;
 
   constructor(deps: ServiceDeps) {
@@ -569,21 +582,19 @@ export class HostService {
           st.deleteSandbox(id);
         }),
       );
-      // 2. Kernel: the namespace; the process sets itself up in it (its own namespaces, files)
-      // while the endpoints are joined and the firewall applied, and runs its command once the
-      // network is in place: the two overlap, and the command never starts without its network.
-      let sandbox: SandboxRef | undefined;
-      if (!hostMode) {
-        const sb = createSandbox(this.#d.host.runDir, id);
-        sandbox = sb;
-        rb.push('remove sandbox namespace', () => removeSandbox(this.#d.host.runDir, id));
-      }
+      // 2. Kernel: the process's helper made a network namespace while it was idle and pins it
+      // first thing; then it sets itself up in it (its own namespaces, files) while the endpoints
+      // are joined and the firewall applied, and runs its command once the network is in place:
+      // the two overlap, and the command never starts without its network.
+      const runDir = this.#d.host.runDir;
+      const pin = hostMode ? undefined : sandboxPath(runDir, id);
+      if (!hostMode) rb.push('remove sandbox namespace', () => removeSandbox(runDir, id));
       rb.push('remove container files', () =>
         fs.rmSync(this.#filesDir(id), { recursive: true, force: true }),
       );
-      const preparing = this.#prepareProcess(rec, sandbox?.ns ?? 'host', endpoints);
+      const preparing = this.#prepareProcess(rec, pin === undefined ? 'host' : { pin }, endpoints);
       // Settled here so that a failure while joining does not leave it unhandled; cancelled on undo.
-      const prepared = preparing.then(
+      const prepared = preparing.prepared.then(
         (p) => ({ p }),
         (error: unknown) => ({ error }),
       );
@@ -591,8 +602,28 @@ export class HostService {
         const r = await prepared;
         if ('p' in r) await r.p.cancel();
       });
-      for (const e of endpoints) await this.#join(e, sandbox!, rb);
-      await this.#applyFirewall();
+      let sandbox: SandboxRef | undefined;
+      const ns = await preparing.netns;
+      if (ns !== 'host') {
+        sandbox = { id, ns };
+        rb.push('close the namespace handle', () => ns.close());
+      }
+      // The endpoints are joined while the firewall is applied: its rules need the bridge and
+      // the addresses, not the veths, and a veth pair is made on the thread pool (~1.2 ms of
+      // kernel time). Both settle before anything else happens, also when one fails.
+      const joined = (async () => {
+        for (const e of endpoints) await this.#join(e, sandbox!, rb);
+      })().then(
+        () => undefined,
+        (error: unknown) => ({ error }),
+      );
+      const fw = await this.#applyFirewall().then(
+        () => undefined,
+        (error: unknown) => ({ error }),
+      );
+      const j = await joined;
+      if (j) throw j.error;
+      if (fw) throw fw.error;
 
       // Its name resolves from when its command runs.
       await this.#applyDns();
@@ -1132,11 +1163,11 @@ export class HostService {
     rb.push(`leave ${e.ifname}`, () => drv.leave(spec, ep, sandbox));
   }
 
-  async #prepareProcess(
+  #prepareProcess(
     s: SandboxRecord,
-    netns: Netns | 'host',
+    netns: Netns | 'host' | NewNetns,
     endpoints: readonly EndpointRecord[],
-  ): Promise<PreparedProcess> {
+  ): Preparing {
     const st = this.#d.state;
     const ips = endpoints.flatMap((e) => e.addresses.map((a) => parseIPNet(a).ip));
     const dnsNet = endpoints.map((e) => st.network(e.networkId)).find((n) => n?.dns);
@@ -1154,8 +1185,7 @@ export class HostService {
       nameservers,
     });
     const dir = this.#filesDir(s.id);
-    fs.mkdirSync(dir, { recursive: true });
-    return await this.#d.processes.prepare({
+    return this.#d.processes.begin({
       netns,
       hostname: s.hostname,
       filesDir: dir,
@@ -1192,24 +1222,36 @@ export class HostService {
             cluster: [parseCidr(this.#def.cluster)],
             ...(n.subnets[0] && { clusterSource: parseIP(n.subnets[0].gateway) }),
           }),
-        endpoints: st.endpoints({ networkId: n.id }).map((e) => {
-          const s = sandboxes.get(e.sandboxId);
-          // Ports are published on the container's first network (eth0), as Docker does.
-          const ports: PortMapping[] =
-            s && (e.ifname === 'eth0' || s.netnsMode === 'external')
-              ? s.ports.map((p) => ({
-                  proto: p.proto,
-                  hostIp: p.hostIp === undefined ? undefined : parseIP(p.hostIp),
-                  hostPort: p.hostPort,
-                  hostPortEnd: p.hostPortEnd,
-                  containerPort: p.containerPort,
-                  containerPortEnd: p.containerPortEnd,
-                }))
-              : [];
-          return { id: e.id, ips: e.addresses.map((a) => parseIPNet(a).ip), ports };
-        }),
+        endpoints: st
+          .endpoints({ networkId: n.id })
+          .map((e) => this.#endpointFw(e, sandboxes.get(e.sandboxId))),
       }));
     return { networks };
+  }
+
+  /**
+   * An endpoint's part of the firewall state, the same object while its record and its
+   * sandbox's are (the state hands out one object per unchanged row): the firewall plans and
+   * renders each endpoint once, not all of them on every change.
+   */
+  #endpointFw(e: EndpointRecord, s: SandboxRecord | undefined): EndpointFw {
+    const known = this.#epFw.get(e);
+    if (known && known.s === s) return known.fw;
+    // Ports are published on the container's first network (eth0), as Docker does.
+    const ports: PortMapping[] =
+      s && (e.ifname === 'eth0' || s.netnsMode === 'external')
+        ? s.ports.map((p) => ({
+            proto: p.proto,
+            hostIp: p.hostIp === undefined ? undefined : parseIP(p.hostIp),
+            hostPort: p.hostPort,
+            hostPortEnd: p.hostPortEnd,
+            containerPort: p.containerPort,
+            containerPortEnd: p.containerPortEnd,
+          }))
+        : [];
+    const fw: EndpointFw = { id: e.id, ips: e.addresses.map((a) => parseIPNet(a).ip), ports };
+    this.#epFw.set(e, { s, fw });
+    return fw;
   }
 
   /** Firewall and DNS back in step with the state (the last undo of a failed operation). */

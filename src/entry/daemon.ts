@@ -123,7 +123,7 @@ class DnsManager implements DnsPort {
 
 /** The process runner: `starter` keeps a sandbox helper warm, off the request path. */
 const processPort = (starter: ProcessStarter): ProcessPort => ({
-  prepare: (spec) => starter.prepare(spec),
+  begin: (spec) => starter.begin(spec),
   alive: (pid, startTime) => processAlive(pid, startTime),
   stop: (pid, startTime, opts) => stopProcess(pid, startTime, opts),
   renderFiles: (i) => ({
@@ -188,7 +188,9 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
   let state: HostState | undefined;
   let dns: DnsManager | undefined;
   let firewall: HostFirewall | undefined;
-  const starter = new ProcessStarter({ log: log.child({ component: 'process' }) });
+  // Two idle helpers: the one handed out has finished starting perl even when starts come
+  // back to back (bench:attach: with one, the request often waited ~1 ms for it).
+  const starter = new ProcessStarter({ log: log.child({ component: 'process' }), warm: 2 });
   let docker: DockerPlugin | undefined;
   try {
     // The cluster first: the default network depends on the lease.

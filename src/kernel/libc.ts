@@ -90,6 +90,22 @@ export function setsockoptInt(fd: number, level: number, name: number, value: nu
 export function sendto(fd: number, buf: Uint8Array, addr: Uint8Array | null): number {
   return check(f.sendto(fd, buf, buf.length, 0, addr, addr ? addr.length : 0), 'sendto');
 }
+/**
+ * sendto() made on libuv's thread pool: for rtnetlink the kernel does the request's work inside
+ * the call, so this takes that work off the calling thread. `buf` and `addr` must not change
+ * until it settles. Rejects with a KernelError (EIO: the pool thread's errno is not seen here).
+ */
+export function sendtoAsync(fd: number, buf: Uint8Array, addr: Uint8Array | null): Promise<number> {
+  return new Promise((resolve, reject) => {
+    f.sendto.async(fd, buf, buf.length, 0, addr, addr ? addr.length : 0, (err: unknown, ret: number) => {
+      if (err) reject(err);
+      // errno stays with the pool's thread: EIO stands for it (netlink's own errors come in
+      // the answer, not from sendto).
+      else if (Number(ret) < 0) reject(new KernelError(5, 'sendto (thread pool)'));
+      else resolve(Number(ret));
+    });
+  });
+}
 /** recv() into `buf`; returns the datagram's real length (may exceed buf with MSG.TRUNC). */
 export function recv(fd: number, buf: Uint8Array, flags = 0): number {
   return check(f.recv(fd, buf, buf.length, flags), 'recv');

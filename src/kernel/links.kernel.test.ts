@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { bed, needsRoot } from '../../test/bed.js';
 import { isWeftError } from '../lib/errors.js';
 import { parseIP } from '../lib/ip.js';
+import { Links } from './links.js';
 
 interface IpLink {
   ifname: string;
@@ -50,6 +51,67 @@ describe('links', needsRoot, () => {
     await b.exec(c1, 'ip', ['addr', 'add', '10.99.0.1/24', 'dev', 'eth0']);
     await b.exec(c2, 'ip', ['addr', 'add', '10.99.0.2/24', 'dev', 'eth0']);
     assert.ok(await b.ping(c1, '10.99.0.2', { count: 1, deadlineS: 3 }), 'c1 reaches c2 across the bridge');
+  });
+
+  test('create makes the link without reading it back; a taken name is EXISTS and changes nothing', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const c = b.ns('c');
+    const spec = {
+      kind: 'veth',
+      name: 'vethc',
+      up: true,
+      peer: { name: 'eth0', netns: c.ns, mac: '02:00:00:00:00:0c' },
+    } as const;
+    assert.equal(host.h.links.create(spec), undefined);
+    assert.equal(host.h.links.get('vethc').up, true);
+    assert.equal(c.h.links.get('eth0').mac, '02:00:00:00:00:0c');
+    assert.throws(
+      () => host.h.links.create(spec),
+      (e) => isWeftError(e, 'EXISTS'),
+    );
+    // The peer's name is taken in the container only.
+    assert.throws(
+      () => host.h.links.create({ ...spec, name: 'vethd' }),
+      (e) => isWeftError(e, 'EXISTS') && /peer "eth0"/.test(e.message),
+    );
+    assert.equal(host.h.links.find('vethd'), undefined);
+  });
+
+  test('createAsync: made on the thread pool; a second one meanwhile goes the synchronous way; EXISTS', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const c = b.ns('c');
+    const pair = (name: string, peer: string) =>
+      ({ kind: 'veth', name, up: true, peer: { name: peer, netns: c.ns } }) as const;
+    const first = host.h.links.createAsync(pair('vetha1', 'eth0'));
+    // The namespace's second socket is busy with it: the next is made at once, synchronously.
+    assert.equal(host.ns.rtnlAsync(), undefined);
+    const second = host.h.links.createAsync(pair('vetha2', 'eth1'));
+    await Promise.all([first, second]);
+    assert.equal(host.h.links.get('vetha1').up, true);
+    assert.equal(c.h.links.get('eth0').kind, 'veth');
+    assert.equal(c.h.links.get('eth1').kind, 'veth');
+    assert.ok(host.ns.rtnlAsync() !== undefined, 'free again');
+    await assert.rejects(host.h.links.createAsync(pair('vetha3', 'eth0')), (e) => isWeftError(e, 'EXISTS'));
+    assert.equal(host.h.links.find('vetha3'), undefined);
+  });
+
+  test('a netlink socket with an asynchronous request in flight refuses others, and closes after it', async (t) => {
+    const b = bed(t);
+    const host = b.ns('host');
+    const sock = host.ns.rtnlAsync();
+    assert.ok(sock);
+    const going = host.h.links.createAsync({ kind: 'veth', name: 'vethb1', peer: { name: 'vethb2' } });
+    assert.equal(sock.busy, true);
+    assert.throws(
+      () => new Links(host.ns, () => sock).list(),
+      (e) => isWeftError(e, 'INTERNAL') && /busy/.test(e.message),
+    );
+    sock.close(); // deferred until the request settles
+    await going;
+    assert.equal(sock.closed, true);
+    assert.equal(host.h.links.get('vethb1').kind, 'veth');
   });
 
   test('set up/down, mtu, mac, alias, rename, master and namespace moves read back', async (t) => {

@@ -40,6 +40,7 @@ export class Netns {
   /** True when this handle created the pin and may delete it. */
   readonly pinned: boolean;
   #rtnl: NetlinkSocket | undefined;
+  #rtnlAsync: NetlinkSocket | undefined;
 
   private constructor(fd: number, p: string, pinned: boolean) {
     this.#fd = fd;
@@ -139,6 +140,15 @@ export class Netns {
     return this.#rtnl;
   }
 
+  /**
+   * A second netlink socket of this namespace for `requestAsync` (which holds its socket until
+   * it settles), opened on first use and kept; undefined while it is busy with one already.
+   */
+  rtnlAsync(): NetlinkSocket | undefined {
+    if (!this.#rtnlAsync || this.#rtnlAsync.closed) this.#rtnlAsync = this.run(() => NetlinkSocket.open());
+    return this.#rtnlAsync.busy ? undefined : this.#rtnlAsync;
+  }
+
   /** Spawn a process inside this namespace (forked from the switched thread). */
   spawn(cmd: string, args: readonly string[], opts: SpawnOptions = {}): ChildProcess {
     return this.run(() => spawn(cmd, args, opts));
@@ -157,6 +167,8 @@ export class Netns {
   close(): void {
     this.#rtnl?.close();
     this.#rtnl = undefined;
+    this.#rtnlAsync?.close();
+    this.#rtnlAsync = undefined;
     if (this.#fd >= 0) {
       fs.closeSync(this.#fd);
       this.#fd = -1;

@@ -32,6 +32,13 @@ const RECV_BUF = 1 << 20;
 let recvBuf: Uint8Array | undefined;
 const DUMP_RETRIES = 5;
 
+/** sockaddr_nl of the kernel (pid 0). */
+function kernelAddr(): Uint8Array {
+  const kernel = new Uint8Array(12);
+  new DataView(kernel.buffer).setUint16(0, AF.NETLINK, true);
+  return kernel;
+}
+
 export interface RequestOptions {
   /** Human description for errors, e.g. `add link veth0`. */
   readonly what?: string;
@@ -42,6 +49,9 @@ export interface RequestOptions {
 export class NetlinkSocket {
   #fd: number;
   #seq = Math.floor(Math.random() * 0x7fffffff);
+  /** A `requestAsync` is in flight: its answer must not be read by another request. */
+  #busy = false;
+  #closeWhenIdle = false;
 
   private constructor(fd: number) {
     this.#fd = fd;
@@ -79,6 +89,11 @@ export class NetlinkSocket {
   }
 
   close(): void {
+    // The pool thread still uses the fd: it is closed once that request settles.
+    if (this.#busy) {
+      this.#closeWhenIdle = true;
+      return;
+    }
     if (this.#fd >= 0) {
       libc.close(this.#fd);
       this.#fd = -1;
@@ -91,10 +106,18 @@ export class NetlinkSocket {
   }
 
   #send(bytes: Uint8Array): void {
+    libc.sendto(this.#open(), bytes, kernelAddr());
+  }
+
+  #open(): number {
     if (this.#fd < 0) throw new WeftError('INTERNAL', 'netlink socket is closed');
-    const kernel = new Uint8Array(12);
-    new DataView(kernel.buffer).setUint16(0, AF.NETLINK, true);
-    libc.sendto(this.#fd, bytes, kernel);
+    if (this.#busy) throw new WeftError('INTERNAL', 'netlink socket is busy with an asynchronous request');
+    return this.#fd;
+  }
+
+  /** True while a `requestAsync` is in flight (other requests must use another socket). */
+  get busy(): boolean {
+    return this.#busy;
   }
 
   #recv(what: string): NlMessage[] {
@@ -123,6 +146,38 @@ export class NetlinkSocket {
     const what = opts.what ?? rtmName(type);
     const flags = NLM_F.REQUEST | NLM_F.ACK | (opts.flags ?? 0);
     this.#send(encodeMessage({ type, flags, seq, pid: 0 }, codec, body));
+    return this.#answer(seq, what);
+  }
+
+  /**
+   * `request` with the sendto() — and so the kernel's work on it — on libuv's thread pool: the
+   * calling thread is free meanwhile (creating a veth pair costs ~1.2 ms of kernel time). The
+   * socket takes no other request until it settles (they throw INTERNAL): give it one of its
+   * own. Throws what `request` throws.
+   */
+  async requestAsync<H>(
+    type: number,
+    codec: FixedCodec<H>,
+    body: Body<H>,
+    opts: RequestOptions = {},
+  ): Promise<NlMessage[]> {
+    const fd = this.#open();
+    const seq = this.#nextSeq();
+    const what = opts.what ?? rtmName(type);
+    const flags = NLM_F.REQUEST | NLM_F.ACK | (opts.flags ?? 0);
+    this.#busy = true;
+    try {
+      await libc.sendtoAsync(fd, encodeMessage({ type, flags, seq, pid: 0 }, codec, body), kernelAddr());
+      // The answer was queued before sendto returned.
+      return this.#answer(seq, what);
+    } finally {
+      this.#busy = false;
+      if (this.#closeWhenIdle) this.close();
+    }
+  }
+
+  /** The answer to request `seq`: its messages, or the kernel's error thrown. */
+  #answer(seq: number, what: string): NlMessage[] {
     const out: NlMessage[] = [];
     for (;;) {
       for (const m of this.#recv(what)) {

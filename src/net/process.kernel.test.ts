@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type Bed, type BedNs, bed, NS_DIR, needsRoot, RUN_ID } from '../../test/bed.js';
+import { openHandle } from '../kernel/handle.js';
 import { Netns } from '../kernel/netns.js';
 import { isWeftError } from '../lib/errors.js';
 import {
@@ -145,6 +146,7 @@ function probe(label: string): { marker: string; env: Record<string, string> } {
 /**
  * No command carrying `marker` runs any more, and no helper of ours but the idle one (`idle`,
  * read in the same tick). Helpers have an empty environment: they are found as our perl children.
+ * Callers poll it: the next idle helper may be on its way (spawned off the thread) for a moment.
  */
 const noneLeft = (marker: string, idle?: number): boolean =>
   pidsWithEnv(marker).length === 0 && helpers().every((p) => p === idle);
@@ -511,6 +513,7 @@ describe('sandbox process', needsRoot, () => {
         { env: { 'A=B': 'x' } },
         { env: { A: 'x\0y' } },
         { cwd: 'relative' },
+        { files: { ...files('box1'), hosts: '127.0.0.1 a\0b\n' } },
       ];
       for (const over of bad) {
         await assert.rejects(prepare(spec(dir, { netns: c.ns, ...over })), (e) => isWeftError(e, 'INVALID'));
@@ -581,7 +584,7 @@ describe('sandbox process', needsRoot, () => {
         assert.match(String(e.details.log), /weft-init: enter /);
         return true;
       });
-      assert.ok(noneLeft(marker, run.idle()));
+      assert.ok(await until(() => noneLeft(marker, run.idle())));
     });
 
     test(`a symlinked, dangling or missing /etc entry is handled inside the sandbox only (${way})`, async (t) => {
@@ -680,13 +683,13 @@ describe('sandbox process', needsRoot, () => {
       const p = trackPrepared(b, await run.prepare(s));
       assert.ok(helpers().includes(p.pid));
       await p.cancel();
-      assert.ok(noneLeft(marker, run.idle()));
+      assert.ok(await until(() => noneLeft(marker, run.idle())));
       assert.equal(fs.existsSync(`/proc/${p.pid}`), false);
       await p.cancel(); // idempotent
       await assert.rejects(p.start(), (e) => isWeftError(e, 'INVALID'));
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(fs.existsSync(mark), false, 'the command never ran');
-      assert.ok(noneLeft(marker, run.idle()));
+      assert.ok(await until(() => noneLeft(marker, run.idle())));
     });
 
     test(`helpers whose daemon dies before start exit without running the command (${way})`, async (t) => {
@@ -741,7 +744,7 @@ describe('sandbox process', needsRoot, () => {
             assert.equal(e.details.command, cmd[0]);
             return true;
           });
-          assert.ok(noneLeft(marker, run.idle()), `no process left for ${cmd[0]}`);
+          assert.ok(await until(() => noneLeft(marker, run.idle())), `no process left for ${cmd[0]}`);
           assert.match(readLog(s.logPath, { tail: 1 }), new RegExp(`^weft-init: ${cmd[0]}: `));
         }
       }
@@ -755,7 +758,7 @@ describe('sandbox process', needsRoot, () => {
         const p = trackPrepared(b, await run.prepare(spec(dir, { netns: c.ns, env: testEnv(env) })));
         process.kill(p.pid, sig);
         await assert.rejects(p.start(), (e) => isWeftError(e, code));
-        assert.ok(noneLeft(marker, run.idle()));
+        assert.ok(await until(() => noneLeft(marker, run.idle())));
       }
     });
 
@@ -794,7 +797,101 @@ describe('sandbox process', needsRoot, () => {
         assert.match(String(e.details.step), /^open log /);
         return true;
       });
-      assert.ok(noneLeft(marker, run.idle()));
+      assert.ok(await until(() => noneLeft(marker, run.idle())));
+    }
+  });
+
+  test('begin with a pin: the helper pins its own new namespace (lo up) first, the command runs in it', async (t) => {
+    const b = bed(t);
+    const dir = tmpDir(b);
+    for (const way of WAYS) {
+      const st = newStarter(b);
+      if (way === 'warm') await idleOf(st, dir);
+      const idle = st.idlePid;
+      const pin = path.join(dir, `pins-${way}`, 'sb1');
+      b.onCleanup(() => Netns.remove(pin));
+      const going = st.begin(
+        spec(dir, { netns: { pin }, hostname: `pin-${way}`, filesDir: path.join(dir, `pf-${way}`) }),
+      );
+      const ns = await going.netns;
+      assert.ok(ns !== 'host');
+      b.onCleanup(() => ns.close());
+      assert.equal(fs.statSync(pin).ino, ns.inode, 'the handle is the pinned namespace');
+      const p = trackPrepared(b, await going.prepared);
+      if (way === 'warm') assert.equal(p.pid, idle, 'the idle helper made it');
+      assert.equal(nsInode(p.pid, 'net'), ns.inode);
+      const lo = openHandle(ns).links.get('lo');
+      assert.equal(lo.up, true, 'lo is up');
+      const ref = track(b, await p.start());
+      assert.equal((await inside(ref, 'hostname')).trim(), `pin-${way}`);
+      // The pin outlives the process: the namespace is the caller's to remove.
+      await stopProcess(ref.pid, ref.startTime, { timeoutMs: 2000 });
+      assert.equal(fs.statSync(pin).ino, ns.inode);
+    }
+  });
+
+  test('begin with a pin that exists: both promises reject, the file is left as it was, no process', async (t) => {
+    const b = bed(t);
+    const dir = tmpDir(b);
+    const pin = path.join(dir, 'taken');
+    fs.writeFileSync(pin, 'not a namespace');
+    for (const way of WAYS) {
+      const st = newStarter(b);
+      if (way === 'warm') await idleOf(st, dir);
+      const { marker, env } = probe(`pintaken-${way}`);
+      const going = st.begin(spec(dir, { netns: { pin }, env: testEnv(env) }));
+      const check = (e: unknown) => {
+        assert.ok(isWeftError(e, 'INTERNAL'), String(e));
+        assert.match(String(e.details.step), /^pin .*taken: File exists/);
+        return true;
+      };
+      await assert.rejects(going.netns, check);
+      await assert.rejects(going.prepared, check);
+      assert.equal(fs.readFileSync(pin, 'utf8'), 'not a namespace');
+      assert.ok(await until(() => noneLeft(marker, st.idlePid)));
+      await st.close();
+    }
+    await assert.rejects(newStarter(b).prepare(spec(dir, { netns: { pin: 'relative/pin' } })), (e) =>
+      isWeftError(e, 'INVALID'),
+    );
+  });
+
+  test('the helper makes missing folders and writes the files; one it cannot write is a failed setup step', async (t) => {
+    const b = bed(t);
+    const dir = tmpDir(b);
+    for (const way of WAYS) {
+      const run = starter(b, way, dir);
+      // Folders that do not exist yet, two levels deep, for the files and for the log.
+      const s = spec(dir, {
+        netns: 'host',
+        filesDir: path.join(dir, way, 'deep', 'files'),
+        logPath: path.join(dir, way, 'logs', 'x', 'out.log'),
+      });
+      const p = trackPrepared(b, await run.prepare(s));
+      for (const [f, body] of [
+        ['hosts', s.files.hosts],
+        ['resolv.conf', s.files.resolvConf],
+        ['hostname', s.files.hostname],
+      ] as const) {
+        const file = path.join(s.filesDir, f);
+        assert.equal(fs.readFileSync(file, 'utf8'), body, f);
+        assert.equal(fs.statSync(file).mode & 0o777, 0o644, f);
+      }
+      assert.ok(fs.existsSync(s.logPath));
+      await p.cancel();
+      // A files folder that is a file: nothing can be written there.
+      const blocked = path.join(dir, `${way}-blocked`);
+      fs.writeFileSync(blocked, '');
+      const { marker, env } = probe(`nofiles-${way}`);
+      await assert.rejects(
+        run.prepare(spec(dir, { netns: 'host', filesDir: blocked, env: testEnv(env) })),
+        (e) => {
+          assert.ok(isWeftError(e, 'INTERNAL'), String(e));
+          assert.match(String(e.details.step), new RegExp(`^mkdir ${blocked}: `));
+          return true;
+        },
+      );
+      assert.ok(await until(() => noneLeft(marker, run.idle())));
     }
   });
 
@@ -839,7 +936,8 @@ describe('sandbox process', needsRoot, () => {
     assert.notEqual(idle, r1.pid);
 
     // The idle helper: ours, its own session, /dev/null for 0-2, fd 3 a socket, no environment,
-    // still in our own namespaces (it knows no sandbox yet).
+    // still in our own UTS and mount namespaces (it knows no sandbox yet), and in a network
+    // namespace of its own with lo up, made while idle for a sandbox that wants a new one.
     const s = stat(idle);
     assert.equal(s?.comm, 'perl');
     assert.equal(s?.ppid, process.pid);
@@ -847,7 +945,19 @@ describe('sandbox process', needsRoot, () => {
     for (const fd of [0, 1, 2]) assert.equal(fs.readlinkSync(`/proc/${idle}/fd/${fd}`), '/dev/null');
     assert.match(fs.readlinkSync(`/proc/${idle}/fd/3`), /^socket:/);
     assert.equal(fs.readFileSync(`/proc/${idle}/environ`, 'utf8'), '');
-    for (const kind of ['net', 'uts', 'mnt']) assert.equal(nsInode(idle, kind), nsInode('self', kind), kind);
+    for (const kind of ['uts', 'mnt']) assert.equal(nsInode(idle, kind), nsInode('self', kind), kind);
+    assert.notEqual(nsInode(idle, 'net'), nsInode('self', 'net'));
+    const lo = await execFileP('nsenter', [
+      '--target',
+      String(idle),
+      '--net',
+      'ip',
+      '-j',
+      'link',
+      'show',
+      'lo',
+    ]);
+    assert.ok((JSON.parse(lo.stdout) as { flags: string[] }[])[0]?.flags.includes('UP'), 'lo is up');
 
     // The second prepare is served by it, in the spec's namespace.
     const s2 = spec(dir, {
@@ -899,6 +1009,46 @@ describe('sandbox process', needsRoot, () => {
     assert.ok(await until(() => st.idlePid !== undefined));
     assert.ok(!refs.some((r) => r.pid === st.idlePid));
     assert.deepEqual(helpers(), [st.idlePid], 'one idle helper, no more');
+  });
+
+  test('warm: 2 keeps two idle helpers, the oldest serves first, both refilled; close kills both', async (t) => {
+    const b = bed(t);
+    const c = sandboxNs(b);
+    const dir = tmpDir(b);
+    const st = new ProcessStarter({ warm: 2 });
+    b.onCleanup(() => st.close());
+    await idleOf(st, dir);
+    assert.ok(await until(() => st.idlePids.length === 2), 'a second idle helper follows the first');
+    const before = st.idlePids;
+    assert.deepEqual(helpers().sort(), [...before].sort());
+    const refs: ProcessRef[] = [];
+    for (const i of [0, 1, 2]) {
+      const next = st.idlePid;
+      const p = trackPrepared(
+        b,
+        await st.prepare(
+          spec(dir, {
+            netns: c.ns,
+            hostname: `w${i}`,
+            filesDir: path.join(dir, `w${i}`),
+            logPath: path.join(dir, `w${i}.log`),
+          }),
+        ),
+      );
+      assert.equal(p.pid, next, 'served by the oldest idle helper');
+      refs.push(track(b, await p.start()));
+      assert.ok(await until(() => st.idlePids.length === 2), 'refilled to two');
+    }
+    assert.equal(refs[0]?.pid, before[0]);
+    assert.equal(refs[1]?.pid, before[1]);
+    const idle = st.idlePids;
+    await st.close();
+    for (const pid of idle) assert.ok(!fs.existsSync(`/proc/${pid}`), `idle helper ${pid} killed and reaped`);
+    assert.deepEqual(helpers(), []);
+    assert.throws(
+      () => new ProcessStarter({ warm: 0 }),
+      (e) => isWeftError(e, 'INVALID'),
+    );
   });
 
   test('close kills the idle helper and leaves nothing; no idle helper after it', async (t) => {

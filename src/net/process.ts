@@ -5,7 +5,10 @@
  * command, so the pid we get is the command's own. The helper is spawned in the caller's own
  * namespaces knowing nothing of the sandbox, and waits for one request on fd 3 that carries all
  * of it. Then, itself: it opens the log (O_WRONLY | O_APPEND | O_CREAT, 0640, as the daemon did
- * before) as its stdout and stderr; enters the sandbox's network namespace (setns; not for the
+ * before; its folder made if missing) as its stdout and stderr; writes the generated hosts,
+ * resolv.conf and hostname into the files folder (made if missing; in place, mode 0644, as
+ * `writeSandboxFiles` does: the daemon's thread does not pay for three file creations, ~0.7 ms on
+ * ext4); enters the sandbox's network namespace (setns; not for the
  * host driver); unshare(CLONE_NEWUTS | CLONE_NEWNS); mount(MS_REC | MS_SLAVE) on /; sethostname;
  * three bind mounts of the generated hosts / resolv.conf / hostname files over /etc/hosts,
  * /etc/resolv.conf and /etc/hostname; chdir; and at last it looks the command up the way exec
@@ -20,29 +23,32 @@
  * perl is always there (perl-base is Essential on Debian), `perl -e 1` starts in ~1.5 ms, and its
  * `syscall()` makes setns(2), unshare(2), mount(2) and sethostname(2) by number; the numbers come
  * from here per `process.arch` (x64 and arm64; others are UNSUPPORTED). The script is a constant
- * and so are its arguments (those numbers, the log's open flags, the TTL): every value of a
+ * and so are its arguments (those numbers, the open flags of the log and files, the TTL): every value of a
  * sandbox reaches it in the request, never spliced in. Its own environment is empty, so perl
  * never reads a PERL5OPT, PERL5LIB or locale meant for the command, which gets its environment
  * from the request at the exec.
  *
- * Why warm (`ProcessStarter`). Spawning is what a start costs the daemon: the fork of a ~80 MB
- * process holds its main thread ~1.8 ms, and perl needs ~1.5 ms more before it reads. A helper
- * spawned beforehand and idle on fd 3 takes both off the request path; a request is then one
+ * Why warm (`ProcessStarter`). Spawning is what a start costs the daemon: with child_process the
+ * fork of a ~90 MB process held its main thread ~2 ms; posix_spawn (kernel/spawn.ts) waits only
+ * for the exec, ~0.3-1 ms; perl then needs ~1.5 ms more before it reads. A helper spawned
+ * beforehand and idle on fd 3 takes all of it off the request path; a request is then one
  * write. An idle helper can serve any sandbox, since it knows none: its own session, stdin,
- * stdout and stderr /dev/null, an empty environment. The next one is spawned (on setImmediate)
- * when the sandbox it served is told to start — while it execs, when the daemon's thread would
- * only wait — or has otherwise settled (cancelled or failed). A second request while one is in flight gets a helper
+ * stdout and stderr /dev/null, an empty environment. The next one is spawned with posix_spawn on
+ * libuv's thread pool (the daemon's thread does not even wait for the exec) when the sandbox it
+ * served is told to start, or has otherwise settled (cancelled or failed); a request that comes
+ * while it is being spawned waits for it. A second request while one is in flight gets a helper
  * spawned on demand, which is also all that `prepareProcess` does (the cold path: spawn, then the
- * same request). Measured here (sleep in a namespace, median of 40): prepare + start 1.2 ms warm
- * (1.8 ms when it comes within ~1.5 ms of the previous start: perl is still starting) against
- * 3.3 ms cold; the caller's thread is held 0.4 ms (writing the files) against 1.7 ms. An
+ * same request). Measured here (sleep in a namespace, median of 40, before posix_spawn):
+ * prepare + start 1.2 ms warm (1.8 ms when it comes within ~1.5 ms of the previous start: perl
+ * is still starting) against 3.3 ms cold. An
  * idle helper that died (killed, or its TTL) is noticed on its exit and replaced, at most once a
  * second; one found dead when a request comes is not used, and one that dies without a word while
  * taking a request is replaced by a helper spawned on demand.
  *
  * The request. perl-base has no JSON: a decimal count of fields, then the fields, each ended by
  * NUL (a field may be empty; none holds NUL, which the checks ensure): namespace path, its inode,
- * hostname, the three files, the /etc overlay folder, the log, the working directory, the number
+ * hostname, the files folder, the contents of the three files, the /etc overlay folder, the log,
+ * the working directory, the number
  * of environment entries, the entries (NAME=value), then argv. The helper reads until it has them
  * all; nothing follows a request before the helper says `ready`, so it never reads past it. The
  * namespace is named by path (its pin, or /proc/…) and checked by inode: a helper refuses a path
@@ -50,7 +56,7 @@
  *
  * Two phases. `prepare` sends the request; the helper does all the setup, says `ready` on fd 3
  * and blocks reading one byte from fd 3: the daemon plumbs the network meanwhile. `start()`
- * writes the byte; the helper says `go` and execs. fd 3 (a socket pair, Node's 'pipe' stdio) is
+ * writes the byte; the helper says `go` and execs. fd 3 (a socket pair) is
  * close-on-exec in the helper, so after `go` an EOF without a further word means the exec
  * happened: no /proc polling, no grace period. A failed exec is reported as `execfail ERRNO
  * TEXT` (ENOENT: not found; EACCES, ENOEXEC…: cannot be executed), a failed setup step as
@@ -78,12 +84,12 @@
  * Files are written in place (truncate and write, same inode): a bind mount pins the inode, so a
  * later update through `writeSandboxFiles` is seen inside the running sandbox, a rename would not be.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
-import type { Netns } from '../kernel/netns.js';
-import { invalid, notFound, WeftError } from '../lib/errors.js';
+import { Netns } from '../kernel/netns.js';
+import { type ExitStatus, type Spawned, spawnWithControl, spawnWithControlAsync } from '../kernel/spawn.js';
+import { invalid, KernelError, notFound, WeftError } from '../lib/errors.js';
 import { type Logger, nullLogger } from '../lib/log.js';
 
 export interface SandboxFiles {
@@ -97,10 +103,12 @@ export interface SandboxFiles {
 
 export interface ProcessSpec {
   /**
-   * The network namespace to run in (entered by its path, checked against the handle's inode);
-   * 'host' = the caller's own (the host driver).
+   * The network namespace to run in: an existing one (entered by its path, checked against the
+   * handle's inode); 'host' = the caller's own (the host driver); `{ pin }` = a new one, made by
+   * the helper while it was idle (lo up) and pinned at that path when the request comes (see
+   * `ProcessStarter.begin`).
    */
-  readonly netns: Netns | 'host';
+  readonly netns: Netns | 'host' | NewNetns;
   /** Hostname inside the sandbox's UTS namespace (RFC 1123, at most 64 bytes). */
   readonly hostname: string;
   /** Absolute folder for the generated files (created if missing). */
@@ -114,6 +122,22 @@ export interface ProcessSpec {
   readonly logPath: string;
   /** Working directory (absolute, must exist). */
   readonly cwd?: string;
+}
+
+/** A new network namespace for the sandbox, pinned (bind-mounted) at `pin`, which must not exist. */
+export interface NewNetns {
+  readonly pin: string;
+}
+
+/** A prepare under way (see `ProcessStarter.begin`). */
+export interface Preparing {
+  /**
+   * The sandbox's network namespace: for a `{ pin }` spec, a handle opened on the pin as soon as
+   * the helper has made it (well before `prepared`), the caller's to close; otherwise the spec's
+   * own. Rejects as `prepared` does when the helper fails before.
+   */
+  readonly netns: Promise<Netns | 'host'>;
+  readonly prepared: Promise<PreparedProcess>;
 }
 
 export interface ProcessRef {
@@ -158,6 +182,13 @@ const HOSTNAME_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*$`);
 const OVERLAY_DIR = '.etc-overlay';
 /** How the helper opens the log: what the daemon used when it opened it itself. */
 const LOG_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT;
+/** How the helper writes the three files: in place, as `writeSandboxFiles` does. */
+const FILE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC;
+/** How the helper makes a namespace's pin file: as Netns.create does, never over another. */
+const PIN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
+/** ioctl numbers to read and set an interface's flags (the same on x86_64 and arm64). */
+const SIOCGIFFLAGS = 0x8913;
+const SIOCSIFFLAGS = 0x8914;
 
 /**
  * System call numbers of unshare, mount, sethostname and setns per `process.arch` (x86_64's own
@@ -175,13 +206,22 @@ const SYSCALLS: Readonly<Record<string, readonly [number, number, number, number
 // number as a number, undef as NULL and a string as a pointer to it, which must be a modifiable
 // variable (never a literal). Opening STDOUT and STDERR again keeps their fds 1 and 2.
 const INIT = String.raw`
-my ($nu, $nm, $nh, $nn, $logflags, $ttl) = @ARGV;
+my ($nu, $nm, $nh, $nn, $logflags, $fileflags, $pinflags, $siocg, $siocs, $ttl) = @ARGV;
 open(my $ctl, '+<&=', 3) or exit 125;
 fcntl($ctl, 2, 1) or exit 125;
 sub say3 { syswrite($ctl, "$_[0]\n") }
 sub quit { print STDERR "weft-init: $_[0]\n"; say3("setup $_[0]"); exit 125 }
 sub fail { quit("$_[0]: $!") }
 alarm($ttl);
+# While idle: a network namespace of its own, lo up (ioctl on a struct ifreq: name, then flags).
+open(my $home, '<', '/proc/self/ns/net') or exit 125;
+syscall($nu, 0x40000000) == 0 or exit 125;
+socket(my $sk, 2, 2, 0) or exit 125;
+my $ifr = pack('Z16 x24', 'lo');
+ioctl($sk, $siocg, $ifr) or exit 125;
+$ifr = pack('Z16 s x22', 'lo', unpack('x16 s', $ifr) | 1);
+ioctl($sk, $siocs, $ifr) or exit 125;
+close($sk);
 my ($req, $count) = ('');
 until (defined($count) && ($req =~ tr/\0//) > $count) {
   sysread($ctl, $req, 65536, length($req)) or exit 125;
@@ -191,18 +231,45 @@ alarm(0);
 my @f = split(/\0/, $req, -1);
 pop(@f);
 shift(@f);
-my ($nsp, $nsino, $name, $hosts, $resolv, $hostf, $ovl, $logp, $cwd, $nenv, @cmd) = @f;
+my ($pin, $nsp, $nsino, $name, $dir, $hostsb, $resolvb, $hostf_b, $ovl, $logp, $cwd, $nenv, @cmd) = @f;
 @f == $count && @cmd > $nenv or quit('malformed request');
 my @env = splice(@cmd, 0, $nenv);
+sub mkpath {
+  my ($d) = @_;
+  return 1 if -d $d;
+  my ($up) = $d =~ m{^(.+)/[^/]+/*$};
+  (!defined($up) || mkpath($up)) && (mkdir($d, 0755) || -d $d);
+}
+if ($pin ne '') {
+  my ($pindir) = $pin =~ m{^(.+)/[^/]+$};
+  my $self = '/proc/self/ns/net';
+  !defined($pindir) || mkpath($pindir) or fail("mkdir $pindir");
+  sysopen(my $pf, $pin, $pinflags, 0444) or fail("pin $pin");
+  close($pf);
+  unless (syscall($nm, $self, $pin, undef, 4096, undef) == 0) { my $e = "$!"; unlink($pin); quit("pin $pin: $e") }
+  say3('netns');
+}
+my ($logdir) = $logp =~ m{^(.+)/[^/]+$};
+!defined($logdir) || mkpath($logdir) or fail("mkdir $logdir");
 sysopen(my $log, $logp, $logflags, 0640) or fail("open log $logp");
 open(STDOUT, '>&', $log) && open(STDERR, '>&', $log) or fail("log to $logp");
 close($log);
-if ($nsp ne '') {
+mkpath($dir) or fail("mkdir $dir");
+my ($hosts, $resolv, $hostf) = ("$dir/hosts", "$dir/resolv.conf", "$dir/hostname");
+for ([$hosts, $hostsb], [$resolv, $resolvb], [$hostf, $hostf_b]) {
+  my ($p, $b) = @$_;
+  sysopen(my $fh, $p, $fileflags, 0644) && chmod(0644, $p) or fail("write $p");
+  (syswrite($fh, $b) // -1) == length($b) && close($fh) or fail("write $p");
+}
+if ($pin eq '' && $nsp ne '') {
   sysopen(my $nsf, $nsp, 0) or fail("open $nsp");
   (stat($nsf))[1] == $nsino or quit("enter $nsp: not the namespace of the handle (inode $nsino)");
   syscall($nn, fileno($nsf), 0x40000000) == 0 or fail("enter $nsp");
   close($nsf);
+} elsif ($pin eq '') {
+  syscall($nn, fileno($home), 0x40000000) == 0 or fail('return to the host namespace');
 }
+close($home);
 my ($none, $root, $tag, $tmpfs, $mode, $ovlfs, $etc) = ('none', '/', 'weft-etc', 'tmpfs', 'mode=0700', 'overlay', '/etc');
 syscall($nu, 0x04020000) == 0 or fail('unshare');
 syscall($nm, $none, $root, undef, 0x84000, undef) == 0 or fail('make / a slave');
@@ -210,7 +277,7 @@ syscall($nh, $name, length($name)) == 0 or fail("sethostname $name");
 my $layered;
 sub overlay_etc {
   return 1 if $layered;
-  (-d $ovl || mkdir($ovl)) && syscall($nm, $tag, $ovl, $tmpfs, 0, $mode) == 0 or return 0;
+  (-d $ovl || mkdir($ovl, 0700)) && syscall($nm, $tag, $ovl, $tmpfs, 0, $mode) == 0 or return 0;
   mkdir("$ovl/u") && mkdir("$ovl/w") or return 0;
   my $o = "lowerdir=/etc,upperdir=$ovl/u,workdir=$ovl/w";
   syscall($nm, $tag, $etc, $ovlfs, 0, $o) == 0 or return 0;
@@ -289,11 +356,19 @@ function checkAbsolute(what: string, p: string): void {
   if (p.includes('\0')) throw invalid(`${what} must not contain NUL`);
 }
 
+const isNewNetns = (n: ProcessSpec['netns']): n is NewNetns =>
+  n !== 'host' && typeof (n as NewNetns).pin === 'string';
+
 /** The command's environment (defaults included), or INVALID / NOT_FOUND for a bad spec. */
 function checkSpec(spec: ProcessSpec): Record<string, string> {
   checkHostname(spec.hostname);
+  if (isNewNetns(spec.netns)) checkAbsolute('namespace pin', spec.netns.pin);
   checkAbsolute('files folder', spec.filesDir);
   checkAbsolute('log path', spec.logPath);
+  for (const [name, body] of Object.entries(spec.files)) {
+    if (typeof body !== 'string' || body.includes('\0'))
+      throw invalid(`the ${name} file must be text without NUL`);
+  }
   if (!Array.isArray(spec.cmd) || spec.cmd.length === 0 || spec.cmd[0] === '') {
     throw invalid('the command must not be empty');
   }
@@ -359,10 +434,24 @@ function helperArgs(): HelperArgs {
   }
   const perl = findPerl();
   if (!perl) throw notFound('perl is not installed (Debian: perl-base)', { program: 'perl' });
-  return { perl, args: ['-e', INIT, '--', ...nrs.map(String), String(LOG_FLAGS), String(PREPARED_TTL_S)] };
+  return {
+    perl,
+    args: [
+      '-e',
+      INIT,
+      '--',
+      ...nrs.map(String),
+      String(LOG_FLAGS),
+      String(FILE_FLAGS),
+      String(PIN_FLAGS),
+      String(SIOCGIFFLAGS),
+      String(SIOCSIFFLAGS),
+      String(PREPARED_TTL_S),
+    ],
+  };
 }
 
-/** A checked spec, its files written, and the request that tells a helper all of it. */
+/** A checked spec and the request that tells a helper all of it. */
 interface Request {
   readonly spec: ProcessSpec;
   readonly message: Buffer;
@@ -374,31 +463,30 @@ function encodeFields(fields: readonly string[]): Buffer {
 }
 
 /**
- * Check `spec`, find the helper, write the files and make the request. Throws (before anything
- * is written) what `prepareProcess` documents for bad input, a missing perl or architecture, and
- * INTERNAL for a closed namespace handle.
+ * Check `spec`, find the helper and make the request (the helper writes the files: see the note
+ * at the top). Throws what `prepareProcess` documents for bad input, a missing perl or
+ * architecture, and INTERNAL for a closed namespace handle; nothing is written here.
  */
 function makeRequest(spec: ProcessSpec): { helper: HelperArgs; req: Request } {
   const env = checkSpec(spec);
   const helper = helperArgs();
+  const pin = isNewNetns(spec.netns) ? spec.netns.pin : '';
   const ns =
-    spec.netns === 'host' ? undefined : { path: path.resolve(spec.netns.path), inode: spec.netns.inode };
-
-  writeSandboxFiles(spec.filesDir, spec.files);
-  const files = sandboxFilePaths(spec.filesDir);
-  const ovl = path.join(spec.filesDir, OVERLAY_DIR);
-  fs.mkdirSync(ovl, { recursive: true, mode: 0o700 });
-  fs.mkdirSync(path.dirname(spec.logPath), { recursive: true });
-
+    spec.netns === 'host' || isNewNetns(spec.netns)
+      ? undefined
+      : { path: path.resolve(spec.netns.path), inode: spec.netns.inode };
+  const dir = path.resolve(spec.filesDir);
   const entries = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   const message = encodeFields([
+    pin,
     ns?.path ?? '',
     ns ? String(ns.inode) : '',
     spec.hostname,
-    files.hosts,
-    files.resolvConf,
-    files.hostname,
-    ovl,
+    dir,
+    spec.files.hosts,
+    spec.files.resolvConf,
+    spec.files.hostname,
+    path.join(dir, OVERLAY_DIR),
     spec.logPath,
     spec.cwd ?? '',
     String(entries.length),
@@ -408,22 +496,17 @@ function makeRequest(spec: ProcessSpec): { helper: HelperArgs; req: Request } {
   return { helper, req: { spec, message } };
 }
 
-type Event =
-  | { kind: 'line'; text: string }
-  | { kind: 'eof' }
-  | { kind: 'error'; error: Error }
-  | { kind: 'timeout' };
+type Event = { kind: 'line'; text: string } | { kind: 'eof' } | { kind: 'timeout' };
 
 /** The helper's fd 3 seen from here: its words, one a line, then EOF; the request and start byte. */
 class Control {
-  readonly #sock: Socket | undefined;
+  readonly #sock: Socket;
   readonly #lines: string[] = [];
   #partial = '';
   #eof = false;
-  #error: Error | undefined;
   #wake: (() => void) | undefined;
 
-  constructor(child: ChildProcess) {
+  constructor(sock: Socket) {
     const wake = () => {
       const w = this.#wake;
       this.#wake = undefined;
@@ -435,15 +518,7 @@ class Control {
       this.#eof = true;
       wake();
     };
-    child.once('error', (e) => {
-      this.#error = e;
-      wake();
-    });
-    this.#sock = (child.stdio[3] as Socket | null | undefined) ?? undefined;
-    if (!this.#sock) {
-      this.#eof = true;
-      return;
-    }
+    this.#sock = sock;
     this.#sock.on('data', (d: Buffer) => {
       const parts = (this.#partial + d.toString()).split('\n');
       this.#partial = parts.pop() ?? '';
@@ -456,11 +531,10 @@ class Control {
     this.#sock.once('close', ended);
   }
 
-  /** The next word, EOF, a spawn error, or a timeout after `ms`. */
+  /** The next word, EOF, or a timeout after `ms`. */
   async next(ms: number): Promise<Event> {
     const deadline = Date.now() + ms;
     for (;;) {
-      if (this.#error) return { kind: 'error', error: this.#error };
       const text = this.#lines.shift();
       if (text !== undefined) return { kind: 'line', text };
       if (this.#eof) return { kind: 'eof' };
@@ -481,37 +555,29 @@ class Control {
 
   /** The request, or the start byte. */
   send(data: Buffer): void {
-    if (this.#sock && !this.#sock.destroyed) this.#sock.write(data);
+    if (!this.#sock.destroyed) this.#sock.write(data);
   }
 
   /** Whether the socket keeps the event loop alive (an idle helper's does not). */
   ref(on: boolean): void {
-    if (on) this.#sock?.ref();
-    else this.#sock?.unref();
+    if (on) this.#sock.ref();
+    else this.#sock.unref();
   }
 
   close(): void {
-    this.#sock?.destroy();
+    this.#sock.destroy();
   }
 }
 
-function waitChildExit(
-  child: ChildProcess,
-  ms: number,
-): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
-  if (child.exitCode !== null || child.signalCode !== null) {
-    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
-  }
+/** The child's exit, or undefined after `ms` (the timer keeps the event loop alive meanwhile). */
+function waitChildExit(child: Spawned, ms: number): Promise<ExitStatus | undefined> {
+  if (child.status) return Promise.resolve(child.status);
   return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off('exit', onExit);
-      resolve(undefined);
-    }, ms);
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    void child.exited.then((st) => {
       clearTimeout(timer);
-      resolve({ code, signal });
-    };
-    child.once('exit', onExit);
+      resolve(st);
+    });
   });
 }
 
@@ -520,12 +586,23 @@ const NOT_EXECUTABLE = new Set([1, 7, 8, 13, 21, 22, 26, 36, 40]); // EPERM E2BI
 
 const START_BYTE = Buffer.of(0x31);
 
+/** NOT_FOUND when perl is missing, INTERNAL for any other failure to spawn it. */
+function spawnError(e: unknown, perl: string): WeftError {
+  if (e instanceof KernelError && e.errno === 2) {
+    return new WeftError('NOT_FOUND', `cannot start the sandbox: ${perl} not found`, {
+      cause: e,
+      details: { program: perl },
+    });
+  }
+  return new WeftError('INTERNAL', `cannot start the sandbox: ${(e as Error).message}`, { cause: e });
+}
+
 /** One helper, from spawn to exec (or to its end): idle until `request`, then prepared. */
 class Helper implements PreparedProcess {
   readonly pid: number;
   /** When it was spawned (performance.now()). */
   readonly spawnedAt = performance.now();
-  readonly #child: ChildProcess;
+  readonly #child: Spawned;
   readonly #ctl: Control;
   readonly #startTime: string | undefined;
   #spec: ProcessSpec | undefined;
@@ -536,25 +613,38 @@ class Helper implements PreparedProcess {
 
   /**
    * Spawn a helper in the caller's own namespaces: detached, stdin, stdout and stderr /dev/null,
-   * an empty environment, fd 3 the control socket. It waits for its request.
+   * an empty environment, fd 3 the control socket. It waits for its request. posix_spawn, not
+   * child_process (see kernel/spawn.ts): the daemon's page tables are not copied.
    */
-  constructor(h: HelperArgs) {
-    this.#child = spawn(h.perl, h.args, {
-      detached: true,
-      stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-      env: {},
-    });
-    this.pid = this.#child.pid ?? 0;
-    // Read the start time before returning to the event loop: until then libuv cannot reap the
-    // child, so /proc/PID is still there even if it has already ended. exec keeps it.
-    this.#startTime = this.#child.pid !== undefined ? readStat(this.#child.pid)?.startTime : undefined;
-    this.#ctl = new Control(this.#child);
+  static spawn(h: HelperArgs): Helper {
+    try {
+      return new Helper(spawnWithControl(h.perl, [h.perl, ...h.args], {}));
+    } catch (e) {
+      throw spawnError(e, h.perl);
+    }
+  }
+
+  /** `spawn` with the wait for the exec on libuv's thread pool, not on the caller's thread. */
+  static async spawnAsync(h: HelperArgs): Promise<Helper> {
+    try {
+      return new Helper(await spawnWithControlAsync(h.perl, [h.perl, ...h.args], {}));
+    } catch (e) {
+      throw spawnError(e, h.perl);
+    }
+  }
+
+  private constructor(child: Spawned) {
+    this.#child = child;
+    this.pid = this.#child.pid;
+    // Read the start time before returning to the event loop: until then the child is not
+    // reaped, so /proc/PID is still there even if it has already ended. exec keeps it.
+    this.#startTime = readStat(this.pid)?.startTime;
+    this.#ctl = new Control(this.#child.control);
   }
 
   /** Still running and still ours (an idle helper may have been killed meanwhile). */
   get alive(): boolean {
-    const c = this.#child;
-    if (c.exitCode !== null || c.signalCode !== null || this.#startTime === undefined) return false;
+    if (this.#child.status || this.#startTime === undefined) return false;
     return processAlive(this.pid, this.#startTime);
   }
 
@@ -565,25 +655,23 @@ class Helper implements PreparedProcess {
 
   /** Whether the helper keeps the event loop alive: an idle one does not, a handed-out one does. */
   ref(on: boolean): void {
-    if (on) this.#child.ref();
-    else this.#child.unref();
     this.#ctl.ref(on);
   }
 
   onExit(fn: () => void): void {
-    this.#child.once('exit', fn);
+    void this.#child.exited.then(fn);
   }
 
   /**
    * Send the request and wait for `ready`; `onSettled` runs once, when this sandbox is told to
-   * start or is otherwise settled (cancelled or failed). Throws as `prepareProcess` says, after the files are written.
+   * start or is otherwise settled (cancelled or failed). Throws as `prepareProcess` says.
    */
-  request(req: Request, onSettled?: () => void): Promise<PreparedProcess> {
+  request(req: Request, onSettled?: () => void, onNetns?: (ns: Netns) => void): Promise<PreparedProcess> {
     this.#spec = req.spec;
     this.#onSettled = onSettled;
     this.ref(true);
     this.#ctl.send(req.message);
-    return this.#prepared();
+    return this.#prepared(onNetns);
   }
 
   #settled(): void {
@@ -614,8 +702,7 @@ class Helper implements PreparedProcess {
   async #kill(): Promise<boolean> {
     this.#ctl.close();
     const child = this.#child;
-    if (child.pid === undefined) return true;
-    if (child.exitCode === null && child.signalCode === null) signal(child.pid, 'SIGKILL');
+    if (!child.status) signal(child.pid, 'SIGKILL');
     return (await waitChildExit(child, KILL_WAIT_MS)) !== undefined;
   }
 
@@ -663,31 +750,36 @@ class Helper implements PreparedProcess {
   }
 
   /** Phase one: wait for `ready`. Resolves to this helper, or throws as `prepareProcess` says. */
-  async #prepared(): Promise<PreparedProcess> {
-    const ev = await this.#ctl.next(SETUP_TIMEOUT_MS);
-    switch (ev.kind) {
-      case 'error': {
-        const e = ev.error as NodeJS.ErrnoException;
-        const perl = findPerl();
-        if (e.code === 'ENOENT') {
-          return this.#fail(
-            new WeftError('NOT_FOUND', `cannot start the sandbox: ${perl} not found`, {
-              cause: e,
-              details: { program: perl },
-            }),
-          );
-        }
+  async #prepared(onNetns?: (ns: Netns) => void): Promise<PreparedProcess> {
+    const pin = this.#spec && isNewNetns(this.#spec.netns) ? this.#spec.netns.pin : undefined;
+    let ev = await this.#ctl.next(SETUP_TIMEOUT_MS);
+    let spoke = false;
+    // A new namespace is pinned first of all, and reported at once: the caller plumbs it while
+    // the helper goes on with the files and mounts.
+    if (pin !== undefined && ev.kind === 'line' && ev.text === 'netns') {
+      let ns: Netns;
+      try {
+        ns = Netns.open(pin);
+      } catch (e) {
         return this.#fail(
-          new WeftError('INTERNAL', `cannot start the sandbox: ${e.message}`, {
+          new WeftError('INTERNAL', `the sandbox's namespace pinned at ${pin} cannot be opened`, {
             cause: e,
-            details: this.#details,
+            details: { ...this.#details, pin },
           }),
         );
       }
+      onNetns?.(ns);
+      spoke = true;
+      ev = await this.#ctl.next(SETUP_TIMEOUT_MS);
+    } else if (pin !== undefined && ev.kind === 'line' && ev.text === 'ready') {
+      return this.#unexpected('ready before netns');
+    }
+    switch (ev.kind) {
       case 'timeout':
         return this.#timeout('sandbox setup');
       case 'eof':
-        this.#vanished = true;
+        // Gone without a word: it did nothing with the request (another helper may take it).
+        this.#vanished = !spoke;
         return this.#died('before');
       case 'line':
         break;
@@ -701,7 +793,7 @@ class Helper implements PreparedProcess {
       );
     }
     if (ev.text !== 'ready') return this.#unexpected(ev.text);
-    if (this.#child.pid === undefined || this.#startTime === undefined) {
+    if (this.#startTime === undefined) {
       return this.#fail(
         new WeftError('INTERNAL', `prepared "${this.#command}" but could not read its pid or start time`, {
           details: this.#details,
@@ -727,7 +819,7 @@ class Helper implements PreparedProcess {
     this.#settled();
     const ev = await this.#ctl.next(SETUP_TIMEOUT_MS);
     if (ev.kind === 'timeout') return this.#timeout('the start');
-    if (ev.kind === 'eof' || ev.kind === 'error') return this.#died('before');
+    if (ev.kind === 'eof') return this.#died('before');
     if (ev.text !== 'go') return this.#unexpected(ev.text);
     // fd 3 is close-on-exec: EOF now means the exec happened; a word means it failed.
     const after = await this.#ctl.next(SETUP_TIMEOUT_MS);
@@ -751,7 +843,6 @@ class Helper implements PreparedProcess {
       );
     }
     this.#ctl.close();
-    this.#child.unref();
     this.#settled();
     return { pid: this.pid, startTime: this.#startTime as string };
   }
@@ -771,15 +862,16 @@ class Helper implements PreparedProcess {
 }
 
 /**
- * Phase one of a start: write the files, spawn a helper and send it the request; the helper sets
+ * Phase one of a start: spawn a helper and send it the request; the helper writes the files, sets
  * the sandbox up (namespaces, hostname, the /etc files) and then waits for `start()` before the
  * command is looked up and exec'd (see the note at the top). The caller must `start()` or
  * `cancel()` it. `ProcessStarter.prepare` does the same with a helper spawned beforehand.
  *
  * Throws (before anything is written) INVALID for a bad hostname, relative paths, an empty
- * command or bad environment; NOT_FOUND for a missing working directory or when perl is not
- * installed; UNSUPPORTED on an architecture other than x64 and arm64; INTERNAL for a closed
- * namespace handle. After the files are written: INTERNAL when a setup step (the log, entering
+ * command, files holding NUL or bad environment; NOT_FOUND for a missing working directory or
+ * when perl is not installed; UNSUPPORTED on an architecture other than x64 and arm64; INTERNAL
+ * for a closed namespace handle. Then: INTERNAL when a setup step (the log, a folder, a file,
+ * entering
  * the namespace, or one that is not the handle's any more, the namespaces, hostname, a bind
  * mount, the working directory) fails, named in the message and `details.step`, with the tail of
  * the log in `details.log`; TIMEOUT when setup does not finish in time. A failed prepare leaves
@@ -787,42 +879,90 @@ class Helper implements PreparedProcess {
  */
 export async function prepareProcess(spec: ProcessSpec): Promise<PreparedProcess> {
   const { helper, req } = makeRequest(spec);
-  return new Helper(helper).request(req);
+  return Helper.spawn(helper).request(req);
 }
 
 /**
- * Prepares sandboxes with a helper spawned beforehand (see "Why warm" at the top): one idle
- * helper is kept, spawned as the previous one's sandbox starts, so a steady stream of starts
- * finds one; starts beyond it spawn their own. The idle helper does not keep the process alive.
+ * Prepares sandboxes with helpers spawned beforehand (see "Why warm" at the top): `warm` idle
+ * helpers are kept (default 1), the next spawned as a sandbox starts, so a steady stream of
+ * starts finds one; starts beyond them spawn their own. The oldest idle helper serves first:
+ * with two kept, the one handed out was spawned a whole start earlier and has long finished
+ * starting perl. Idle helpers do not keep the process alive.
  */
 export class ProcessStarter {
   readonly #log: Logger;
-  #idle: Helper | undefined;
+  readonly #warm: number;
+  /** Idle helpers, oldest first. */
+  #idle: Helper[] = [];
   #closed = false;
   #closing: Promise<void> | undefined;
   #cancelPending: (() => void) | undefined;
+  /** The idle helper being spawned (on the thread pool), settled once it is idle or failed. */
+  #spawning: Promise<void> | undefined;
 
-  /** Spawns nothing yet: the first `prepare` spawns on demand and the idle helper after it. */
-  constructor(opts: { log?: Logger } = {}) {
+  /**
+   * Spawns nothing yet: the first `prepare` spawns on demand and the idle helpers after it.
+   * Throws INVALID unless `warm` is an integer from 1 to 8.
+   */
+  constructor(opts: { log?: Logger; warm?: number } = {}) {
     this.#log = opts.log ?? nullLogger;
+    this.#warm = opts.warm ?? 1;
+    if (!Number.isInteger(this.#warm) || this.#warm < 1 || this.#warm > 8) {
+      throw invalid(`warm helpers must be an integer from 1 to 8, not ${opts.warm}`);
+    }
   }
 
-  /** The idle helper's pid, if there is one now (for diagnostics and tests). */
+  /** The pid of the idle helper that serves next, if there is one now (diagnostics, tests). */
   get idlePid(): number | undefined {
-    return this.#idle?.pid;
+    return this.#idle[0]?.pid;
+  }
+
+  /** The pids of all idle helpers now, next first (diagnostics, tests). */
+  get idlePids(): number[] {
+    return this.#idle.map((h) => h.pid);
   }
 
   /**
-   * `prepareProcess` with the idle helper when there is a live one: same result, same throws.
+   * `prepareProcess` with an idle helper when there is a live one: same result, same throws.
    * After `close()` it still works, spawning on demand.
    */
-  async prepare(spec: ProcessSpec): Promise<PreparedProcess> {
+  prepare(spec: ProcessSpec): Promise<PreparedProcess> {
+    return this.#prepare(spec);
+  }
+
+  /**
+   * `prepare`, with the sandbox's network namespace reported apart: for a `{ pin }` spec the
+   * helper made it while idle and pins it first thing, so the caller can plumb it while the
+   * helper writes the files and mounts (the namespace's creation, ~0.5 ms of kernel time, is
+   * off the request path altogether). Throws nothing itself: both promises reject instead.
+   */
+  begin(spec: ProcessSpec): Preparing {
+    if (!isNewNetns(spec.netns)) {
+      return { netns: Promise.resolve(spec.netns), prepared: this.#prepare(spec) };
+    }
+    let pinned!: (ns: Netns) => void;
+    let failed!: (e: unknown) => void;
+    const netns = new Promise<Netns>((resolve, reject) => {
+      pinned = resolve;
+      failed = reject;
+    });
+    // Seen through `prepared` as well: not an unhandled rejection when the caller awaits that.
+    netns.catch(() => {});
+    const prepared = this.#prepare(spec, pinned);
+    prepared.catch(failed);
+    return { netns, prepared };
+  }
+
+  async #prepare(spec: ProcessSpec, onNetns?: (ns: Netns) => void): Promise<PreparedProcess> {
     const { helper, req } = makeRequest(spec);
     const refill = () => this.#refill(0);
+    // A helper on its way (spawned as an earlier sandbox started) is nearly there; one spawned
+    // here would start from nothing.
+    if (this.#idle.length === 0 && this.#spawning) await this.#spawning;
     const idle = this.#take();
     if (idle) {
       try {
-        return await idle.request(req, refill);
+        return await idle.request(req, refill, onNetns);
       } catch (e) {
         if (!idle.vanished) throw e;
         this.#log.warn('the idle sandbox helper died as it took a request; spawning another', {
@@ -830,13 +970,13 @@ export class ProcessStarter {
         });
       }
     }
-    return new Helper(helper).request(req, refill);
+    return Helper.spawn(helper).request(req, refill, onNetns);
   }
 
   /**
-   * Kill the idle helper (by pid) and wait for it; no idle helper is spawned afterwards.
-   * Prepared sandboxes are the caller's. Idempotent. Throws TIMEOUT when the idle helper does not
-   * exit after SIGKILL within a bounded wait.
+   * Kill the idle helpers (by pid) and wait for them; none is spawned afterwards. Prepared
+   * sandboxes are the caller's. Idempotent. Throws TIMEOUT when an idle helper does not exit
+   * after SIGKILL within a bounded wait.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close();
@@ -847,25 +987,26 @@ export class ProcessStarter {
     this.#closed = true;
     this.#cancelPending?.();
     this.#cancelPending = undefined;
+    await this.#spawning;
     const idle = this.#idle;
-    this.#idle = undefined;
-    await idle?.cancel();
+    this.#idle = [];
+    await Promise.all(idle.map((h) => h.cancel()));
   }
 
-  /** The idle helper, if it is still alive; a dead one is dropped (and replaced later). */
+  /** The oldest live idle helper; dead ones are dropped (and replaced later). */
   #take(): Helper | undefined {
-    const h = this.#idle;
-    this.#idle = undefined;
-    if (!h) return undefined;
-    if (h.alive) return h;
-    this.#log.info('the idle sandbox helper is gone; spawning another', { pid: h.pid });
-    void h.cancel().catch(() => {});
-    return undefined;
+    for (;;) {
+      const h = this.#idle.shift();
+      if (!h) return undefined;
+      if (h.alive) return h;
+      this.#log.info('an idle sandbox helper is gone; spawning another', { pid: h.pid });
+      void h.cancel().catch(() => {});
+    }
   }
 
-  /** Spawn the next idle helper after `delayMs` (0: on setImmediate), unless one is due or there. */
+  /** Spawn the next idle helper after `delayMs` (0: on setImmediate), unless enough are there or due. */
   #refill(delayMs: number): void {
-    if (this.#closed || this.#idle || this.#cancelPending) return;
+    if (this.#closed || this.#idle.length >= this.#warm || this.#cancelPending || this.#spawning) return;
     const run = () => {
       this.#cancelPending = undefined;
       this.#spawnIdle();
@@ -879,33 +1020,51 @@ export class ProcessStarter {
     }
   }
 
+  /**
+   * Spawn one idle helper off the daemon's thread (the wait for its exec is the pool's), then
+   * the next while fewer than `warm` are idle.
+   */
   #spawnIdle(): void {
-    if (this.#closed || this.#idle) return;
-    let h: Helper;
+    if (this.#closed || this.#idle.length >= this.#warm || this.#spawning) return;
+    let args: HelperArgs;
     try {
-      h = new Helper(helperArgs());
+      args = helperArgs();
     } catch (e) {
       this.#log.warn('cannot spawn an idle sandbox helper', { error: e });
       return;
     }
-    if (!h.alive) {
-      this.#log.warn('an idle sandbox helper did not start', { pid: h.pid });
-      void h.cancel().catch(() => {});
-      return;
-    }
-    h.ref(false);
-    h.onExit(() => {
-      if (this.#idle !== h) return;
-      this.#idle = undefined;
-      this.#log.debug('the idle sandbox helper ended; replacing it', { pid: h.pid });
-      this.#refill(Math.max(1, IDLE_RESPAWN_MS - (performance.now() - h.spawnedAt)));
-    });
-    this.#idle = h;
+    let more = false;
+    this.#spawning = Helper.spawnAsync(args)
+      .then(
+        (h): Promise<void> | undefined => {
+          if (this.#closed) return h.cancel().catch(() => {});
+          if (!h.alive) {
+            this.#log.warn('an idle sandbox helper did not start', { pid: h.pid });
+            return h.cancel().catch(() => {});
+          }
+          h.ref(false);
+          h.onExit(() => {
+            const i = this.#idle.indexOf(h);
+            if (i < 0) return;
+            this.#idle.splice(i, 1);
+            this.#log.debug('an idle sandbox helper ended; replacing it', { pid: h.pid });
+            this.#refill(Math.max(1, IDLE_RESPAWN_MS - (performance.now() - h.spawnedAt)));
+          });
+          this.#idle.push(h);
+          more = true;
+          return undefined;
+        },
+        (e: unknown) => this.#log.warn('cannot spawn an idle sandbox helper', { error: e }),
+      )
+      .finally(() => {
+        this.#spawning = undefined;
+        if (more) this.#refill(0);
+      });
   }
 }
 
 /**
- * Write the files and start the sandbox's command: `prepareProcess` then `start()`. Resolves
+ * Set the sandbox up and start its command: `prepareProcess` then `start()`. Resolves
  * once the command was exec'd. Throws what `prepareProcess` and `PreparedProcess.start` throw:
  * INVALID, NOT_FOUND or UNSUPPORTED before anything is written; then NOT_FOUND when the command
  * (named in the message and `details.command`) cannot be found, INVALID when it cannot be

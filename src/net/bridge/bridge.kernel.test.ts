@@ -118,6 +118,8 @@ describe('bridge driver', needsRoot, () => {
     );
     assert.equal(host.h.sysctl.get('net.ipv4.ip_forward'), '1');
 
+    // The host has an eth0 of its own: the peer is named in the sandbox, where it is made.
+    host.h.links.add({ kind: 'veth', name: 'eth0', peer: { name: 'weth0peer' } });
     const s1 = sandbox(dir, 's1');
     const s2 = sandbox(dir, 's2');
     const e1 = endpoint('aaaaaaa1111', 'n1', ['10.77.0.2/24']);

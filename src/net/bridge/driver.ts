@@ -199,7 +199,7 @@ export class BridgeDriver implements NetworkDriver {
     const st = this.#net(net);
     validateEndpoint(net, ep);
     await transaction(async (rb) => {
-      const { hostIf } = plumbEndpoint(this.#host, net, ep, sandbox, rb);
+      const { hostIf } = await plumbEndpoint(this.#host, net, ep, sandbox, rb);
       const joined = new Map(st.joined).set(ep.id, { ep, sandboxId: sandbox.id, hostIf });
       const next: NetState = { ...st, joined };
       await this.#applyFirewall(net.id, next);

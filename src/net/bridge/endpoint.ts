@@ -1,17 +1,20 @@
 /**
  * Plumbing one endpoint into a sandbox, as one transaction of named steps:
- *   createVeth   the pair: host end `veth<id7>` on the bridge, up; the peer created directly in
- *                the sandbox under a unique temporary name (no name clash in the host, no move)
+ *   createVeth   the pair in one request (off the caller's thread): host end `veth<id7>` on the bridge, up; the peer
+ *                created directly in the sandbox under its final name (eth0, eth1…; the kernel
+ *                checks a peer's name in the namespace it is made in, so the host's own eth0
+ *                is no clash), with the requested MAC; no move, no rename
+ *   peerUp       the sandbox end up (not at creation: a veth cannot open before its pair is
+ *                linked, the kernel answers ENOTCONN)
  *   hairpin      the host end's bridge port in hairpin mode, so a container reaches its own
  *                published port through a host address (with br_netfilter the DNATed packet
  *                leaves by the port it came in on; see net/firewall/render.ts)
- *   renamePeer   temporary name → the requested eth0/eth1…
- *   setMac       when one is requested
- *   addresses    each endpoint address (IPv6 with nodad), interface up
+ *   addresses    each endpoint address (IPv6 with nodad)
  *   defaultRoute via the network's gateway, per family, when the sandbox has none yet (the
  *                first interface gets it) and the network is not internal
- * A `bare` endpoint stops after setMac: the runtime (Docker) moves it, brings it up and gives
- * it its addresses and routes.
+ * A `bare` endpoint waits in the daemon's own namespace for its runtime (Docker), which moves
+ * it, brings it up and gives it its addresses and routes: its peer is made down under a unique
+ * temporary name (the daemon's namespace may hold an eth0), then renamed and given its MAC.
  * Any failure unwinds: deleting the host end takes the peer along, so nothing is half-made.
  */
 import { randomBytes } from 'node:crypto';
@@ -35,31 +38,40 @@ export interface Plumbed {
  * missing, EXISTS when the host veth or the sandbox interface name is taken, and whatever the
  * kernel refuses (an invalid MAC); the caller's transaction undoes what was done.
  */
-export function plumbEndpoint(
+export async function plumbEndpoint(
   host: NetHandle,
   net: NetworkSpec,
   ep: EndpointSpec,
   sandbox: SandboxRef,
   rb: Rollback,
-): Plumbed {
+): Promise<Plumbed> {
   const hostIf = hostVethName(ep);
-  const tmp = tempIfName();
-  host.links.add({
+  const peerName = ep.bare ? tempIfName() : ep.ifname;
+  // The pair's creation is the kernel's longest step (~1.2 ms): made on the thread pool, so
+  // the caller's thread can meanwhile do what does not need it (the daemon: the firewall).
+  await host.links.createAsync({
     kind: 'veth',
     name: hostIf,
     master: net.bridge,
     mtu: net.mtu,
     up: true,
-    peer: { name: tmp, netns: sandbox.ns, mtu: net.mtu },
+    peer: {
+      name: peerName,
+      netns: sandbox.ns,
+      mtu: net.mtu,
+      ...(!ep.bare && ep.mac !== undefined && { mac: ep.mac }),
+    },
   });
   rb.push(`delete veth ${hostIf}`, () => host.links.delete(hostIf));
   host.links.setBridgePort(hostIf, { hairpin: true });
 
   const sb = openHandle(sandbox.ns);
-  sb.links.rename(tmp, ep.ifname);
-  if (ep.mac !== undefined) sb.links.setMac(ep.ifname, ep.mac);
   // A bare endpoint is for a runtime that moves and configures the interface itself (Docker).
-  if (ep.bare) return { hostIf, defaultRoutes: [] };
+  if (ep.bare) {
+    sb.links.rename(peerName, ep.ifname);
+    if (ep.mac !== undefined) sb.links.setMac(ep.ifname, ep.mac);
+    return { hostIf, defaultRoutes: [] };
+  }
   sb.links.setUp(ep.ifname);
   for (const a of ep.addresses) sb.addrs.add(ep.ifname, a, a.ip.family === 6 ? { noDad: true } : {});
 

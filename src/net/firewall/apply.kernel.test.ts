@@ -215,6 +215,12 @@ describe('HostFirewall', needsRoot, () => {
     assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(state));
     assert.equal(host.h.sysctl.get('net.ipv4.ip_forward'), '1');
     assert.equal(host.h.sysctl.get('net/ipv4/conf/wbr1/route_localnet'), '1');
+    // Sysctls are read and set when their list changes or on repair, not on every apply.
+    host.h.sysctl.set('net/ipv4/conf/wbr1/route_localnet', '0');
+    await fw.apply(state);
+    assert.equal(host.h.sysctl.get('net/ipv4/conf/wbr1/route_localnet'), '0', 'same list: not read again');
+    await fw.apply(state, { repair: true });
+    assert.equal(host.h.sysctl.get('net/ipv4/conf/wbr1/route_localnet'), '1', 'repair sets it again');
     assert.equal(host.h.links.bridgePort('vethaaaaaaa').hairpin, true, 'the driver set hairpin mode');
     assert.equal(host.h.links.bridgePort('vethbbbbbbb').hairpin, true);
     assert.deepEqual(fw.applied, state);

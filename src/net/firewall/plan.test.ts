@@ -333,3 +333,42 @@ describe('properties', () => {
     );
   });
 });
+
+describe('endpoints reused across states (the daemon hands unchanged ones again)', () => {
+  test('a reused endpoint plans the same, and is checked again against a network it moved to', () => {
+    const e1 = ep('e1', ['10.0.0.2'], [port('tcp', 8080, 80)]);
+    const a: FirewallState = { networks: [net('n1', 'br0', ['10.0.0.0/24'], { endpoints: [e1] })] };
+    const b: FirewallState = { networks: [net('n1', 'br0', ['10.0.0.0/24'], { endpoints: [e1] })] };
+    assert.equal(renderTables(a), renderTables(b));
+    assert.deepEqual(planFirewall(a), planFirewall(b));
+    // The same object in a network whose subnet does not hold its address: INVALID again.
+    refuses(
+      { networks: [net('n1', 'br0', ['10.9.0.0/24'], { endpoints: [e1] })] },
+      'INVALID',
+      /endpoint e1: address 10\.0\.0\.2 is outside the network's subnets/,
+    );
+    // ...and in another network id its rules name that network.
+    const c: FirewallState = { networks: [net('n2', 'br0', ['10.0.0.0/24'], { endpoints: [e1] })] };
+    assert.match(renderTables(c), /net n2 ep e1/);
+    assert.doesNotMatch(renderTables(c), /net n1 /);
+  });
+
+  test('clashes between a reused endpoint and a new one are still found', () => {
+    const e1 = ep('e1', ['10.0.0.2'], [port('tcp', 8080, 80)]);
+    const state = (...eps: ReturnType<typeof ep>[]): FirewallState => ({
+      networks: [net('n1', 'br0', ['10.0.0.0/24'], { endpoints: eps })],
+    });
+    assert.ok(renderTables(state(e1)).length > 0);
+    refuses(
+      state(e1, ep('e2', ['10.0.0.2'], [])),
+      'CONFLICT',
+      /address 10\.0\.0\.2 of endpoint e2 is already used by endpoint e1/,
+    );
+    refuses(
+      state(e1, ep('e2', ['10.0.0.3'], [port('tcp', 8080, 81)])),
+      'CONFLICT',
+      /tcp port 8080 .* already published by network n1 endpoint e1/,
+    );
+    refuses(state(e1, e1), 'CONFLICT', /two endpoints with id e1/);
+  });
+});

@@ -150,7 +150,27 @@ function checkMapping(
   return { hostStart: m.hostPort, hostEnd, containerStart: m.containerPort, containerEnd };
 }
 
-function planEndpoint(net: NetworkFw, subnets: readonly IPNet[], ep: EndpointFw): PlannedPort[] {
+/**
+ * Endpoints planned before, by object: states are immutable values, and a caller that hands the
+ * same endpoint object again (the daemon does, for every unchanged endpoint) gets the same
+ * planned ports without the work, while its network's id and subnets are the same.
+ */
+const plannedEndpoints = new WeakMap<EndpointFw, { readonly where: string; readonly ports: PlannedPort[] }>();
+
+function planEndpoint(
+  net: NetworkFw,
+  subnets: readonly IPNet[],
+  where: string,
+  ep: EndpointFw,
+): PlannedPort[] {
+  const known = plannedEndpoints.get(ep);
+  if (known?.where === where) return known.ports;
+  const ports = planEndpointNow(net, subnets, ep);
+  plannedEndpoints.set(ep, { where, ports });
+  return ports;
+}
+
+function planEndpointNow(net: NetworkFw, subnets: readonly IPNet[], ep: EndpointFw): PlannedPort[] {
   checkId(ep.id, `network ${net.id} endpoint`);
   const first: Partial<Record<Family, IPAddr>> = {};
   for (const ip of ep.ips) {
@@ -220,10 +240,11 @@ function planNetwork(net: NetworkFw): PlannedNetwork {
     snat[ip.family] = ip;
   }
   const ids = new Set<string>();
-  const seenIps: { ip: IPAddr; endpoint: string }[] = [];
+  const seenIps = new Map<string, string>();
   const ports: PlannedPort[] = [];
+  const where = `${net.id} ${subnets.map(formatIPNet).join(' ')}`;
   for (const ep of net.endpoints) {
-    ports.push(...planEndpoint(net, subnets, ep));
+    ports.push(...planEndpoint(net, subnets, where, ep));
     if (ids.has(ep.id)) {
       throw conflict(`network ${net.id} has two endpoints with id ${ep.id}`, {
         network: net.id,
@@ -232,14 +253,15 @@ function planNetwork(net: NetworkFw): PlannedNetwork {
     }
     ids.add(ep.id);
     for (const ip of ep.ips) {
-      const other = seenIps.find((s) => ipEqual(s.ip, ip));
-      if (other) {
+      const key = `${ip.family}/${ip.value}`;
+      const other = seenIps.get(key);
+      if (other !== undefined) {
         throw conflict(
-          `network ${net.id}: address ${formatIP(ip)} of endpoint ${ep.id} is already used by endpoint ${other.endpoint}`,
-          { network: net.id, endpoint: ep.id, owner: other.endpoint, ip: formatIP(ip) },
+          `network ${net.id}: address ${formatIP(ip)} of endpoint ${ep.id} is already used by endpoint ${other}`,
+          { network: net.id, endpoint: ep.id, owner: other, ip: formatIP(ip) },
         );
       }
-      seenIps.push({ ip, endpoint: ep.id });
+      seenIps.set(key, ep.id);
     }
   }
   return {
@@ -291,6 +313,8 @@ interface Claim {
   readonly port: PlannedPort;
   readonly network: string;
   readonly order: number;
+  /** Protocol and family: claims only collide within one. */
+  readonly key: string;
 }
 
 const hostText = (c: Claim): string =>
@@ -302,15 +326,20 @@ const hostText = (c: Claim): string =>
  */
 function checkPortClaims(networks: readonly PlannedNetwork[]): void {
   const claims: Claim[] = [];
-  for (const n of networks)
-    for (const port of n.ports) claims.push({ port, network: n.id, order: claims.length });
-  const key = (c: Claim) => `${c.port.proto}/${c.port.family}`;
+  for (const n of networks) {
+    for (const port of n.ports) {
+      claims.push({ port, network: n.id, order: claims.length, key: `${port.proto}/${port.family}` });
+    }
+  }
   claims.sort(
-    (a, b) => key(a).localeCompare(key(b)) || a.port.hostStart - b.port.hostStart || a.order - b.order,
+    (a, b) =>
+      (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) ||
+      a.port.hostStart - b.port.hostStart ||
+      a.order - b.order,
   );
   let active: Claim[] = [];
   for (const c of claims) {
-    active = active.filter((a) => key(a) === key(c) && a.port.hostEnd >= c.port.hostStart);
+    active = active.filter((a) => a.key === c.key && a.port.hostEnd >= c.port.hostStart);
     for (const a of active) {
       const sameHost =
         a.port.hostIp === undefined || c.port.hostIp === undefined || ipEqual(a.port.hostIp, c.port.hostIp);

@@ -79,7 +79,18 @@ const range = (a: number, b: number): string => (a === b ? `${a}` : `${a}-${b}`)
 const addrPort = (ip: IPAddr, port: string): string =>
   ip.family === 4 ? `${formatIP(ip)}:${port}` : `[${formatIP(ip)}]:${port}`;
 
+/** DNAT rules made before, by planned port (the same object while its endpoint is unchanged). */
+const dnatRules = new WeakMap<PlannedPort, { readonly network: string; readonly text: string }>();
+
 function dnatRule(n: PlannedNetwork, p: PlannedPort): string {
+  const known = dnatRules.get(p);
+  if (known?.network === n.id) return known.text;
+  const text = dnatRuleNow(n, p);
+  dnatRules.set(p, { network: n.id, text });
+  return text;
+}
+
+function dnatRuleNow(n: PlannedNetwork, p: PlannedPort): string {
   const w = words(p.family);
   const match = p.hostIp ? `${w.ip} daddr ${formatIP(p.hostIp)}` : `meta nfproto ${w.nfproto}`;
   const dport = `${p.proto} dport ${range(p.hostStart, p.hostEnd)}`;
