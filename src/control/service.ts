@@ -625,13 +625,25 @@ export class HostService {
       if (j) throw j.error;
       if (fw) throw fw.error;
 
-      // Its name resolves from when its command runs.
-      await this.#applyDns();
-
-      // 3. The command runs.
+      // 3. The command runs. Its name goes into the network's DNS while it execs (the daemon's
+      // thread would only wait for that), and resolves by the time this answers.
       const ready = await prepared;
       if ('error' in ready) throw ready.error;
-      const started = await ready.p.start();
+      const starting = ready.p.start().then(
+        (ref) => ({ ref }),
+        (error: unknown) => ({ error }),
+      );
+      const dns = await this.#applyDns().then(
+        () => undefined,
+        (error: unknown) => ({ error }),
+      );
+      const s = await starting;
+      if ('error' in s) throw s.error;
+      const started = s.ref;
+      rb.push('stop the process', () =>
+        this.#d.processes.stop(started.pid, started.startTime, { timeoutMs: 2_000 }),
+      );
+      if (dns) throw dns.error;
       const running: SandboxRecord = { ...rec, ...started, status: 'running' };
       st.putSandbox(running);
       sandbox?.ns.close();

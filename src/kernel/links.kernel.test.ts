@@ -144,6 +144,14 @@ describe('links', needsRoot, () => {
     L.setNetns('d1', other.ns, 'moved0');
     assert.equal(L.find('d1'), undefined);
     assert.equal(other.h.links.get('moved0').mac, '02:00:00:aa:bb:cc');
+    // Changes find the link by name in the kernel: a missing one is NOT_FOUND, named.
+    for (const change of [
+      () => L.setUp('nope0'),
+      () => L.setMtu('nope0', 1400),
+      () => L.rename('nope0', 'x'),
+    ]) {
+      assert.throws(change, (e) => isWeftError(e, 'NOT_FOUND') && /link "nope0" not found/.test(e.message));
+    }
   });
 
   test('vxlan with id, local, dev, port, learning and ttl', async (t) => {

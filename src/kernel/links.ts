@@ -224,13 +224,32 @@ export class Links {
   }
 
   #set(name: string, attrs: Attr[], what: string, flags?: { flags: number; change: number }): void {
-    const index = this.#index(name);
-    this.sock().request(
-      RTM.NEWLINK,
-      ifinfomsg,
-      { header: blankIfInfo({ index, ...(flags ?? {}) }), attrs },
-      { what: `${what} ${name}` },
-    );
+    // The kernel finds the link by IFLA_IFNAME when the index is 0, which saves a lookup per
+    // change; a rename carries the new name there, so it goes by index.
+    if (attrs.some((x) => x.type === IFLA.IFNAME)) {
+      const index = this.#index(name);
+      this.sock().request(
+        RTM.NEWLINK,
+        ifinfomsg,
+        { header: blankIfInfo({ index, ...(flags ?? {}) }), attrs },
+        { what: `${what} ${name}` },
+      );
+      return;
+    }
+    checkIfName(name);
+    try {
+      this.sock().request(
+        RTM.NEWLINK,
+        ifinfomsg,
+        { header: blankIfInfo(flags ?? {}), attrs: [a.str(IFLA.IFNAME, name), ...attrs] },
+        { what: `${what} ${name}` },
+      );
+    } catch (e) {
+      if (e instanceof KernelError && ENODEV_CODES.has(e.code)) {
+        throw notFound(`link ${JSON.stringify(name)} not found in ${this.ns.path}`, { link: name });
+      }
+      throw e;
+    }
   }
 
   setUp(name: string): void {
