@@ -608,22 +608,9 @@ export class HostService {
         sandbox = { id, ns };
         rb.push('close the namespace handle', () => ns.close());
       }
-      // The endpoints are joined while the firewall is applied: its rules need the bridge and
-      // the addresses, not the veths, and a veth pair is made on the thread pool (~1.2 ms of
-      // kernel time). Both settle before anything else happens, also when one fails.
-      const joined = (async () => {
+      await this.#joinAndApplyFirewall(async () => {
         for (const e of endpoints) await this.#join(e, sandbox!, rb);
-      })().then(
-        () => undefined,
-        (error: unknown) => ({ error }),
-      );
-      const fw = await this.#applyFirewall().then(
-        () => undefined,
-        (error: unknown) => ({ error }),
-      );
-      const j = await joined;
-      if (j) throw j.error;
-      if (fw) throw fw.error;
+      });
 
       // 3. The command runs. Its name goes into the network's DNS while it execs (the daemon's
       // thread would only wait for that), and resolves by the time this answers.
@@ -817,12 +804,13 @@ export class HostService {
           }),
         );
         const ref = openExternalSandbox(id, req.netns);
-        try {
-          await this.#join(ep, ref, rb);
-        } finally {
-          ref.ns.close();
-        }
-        await this.#applyFirewall();
+        await this.#joinAndApplyFirewall(async () => {
+          try {
+            await this.#join(ep, ref, rb);
+          } finally {
+            ref.ns.close();
+          }
+        });
         await this.#applyDns();
         this.#log.info('attached', {
           owner: req.owner,
@@ -852,9 +840,27 @@ export class HostService {
             (req.ifname === undefined ||
               this.#d.state.endpoints({ sandboxId: s.id })[0]?.ifname === req.ifname),
         );
-      for (const s of list) await this.#removeSandboxNow(s);
       if (list.length > 0) {
-        await this.#applyFirewall();
+        // Their firewall rules (and conntrack entries) go while their veths are deleted: the
+        // kernel holds each deletion ~17 ms (an RCU barrier), on the thread pool. A removal that
+        // fails keeps its records, and the firewall is applied again with them.
+        const gone = new Set(list.map((s) => s.id));
+        const removed = (async () => {
+          for (const s of list) await this.#removeSandboxNow(s);
+        })().then(
+          () => undefined,
+          (error: unknown) => ({ error }),
+        );
+        const fw = await this.#applyFirewall({ without: gone }).then(
+          () => undefined,
+          (error: unknown) => ({ error }),
+        );
+        const r = await removed;
+        if (r) {
+          await this.#applyFirewall().catch(() => {});
+          throw r.error;
+        }
+        if (fw) throw fw.error;
         await this.#applyDns();
         this.#log.info('detached', { owner: req.owner, containerId: req.containerId, removed: list.length });
       }
@@ -1164,6 +1170,25 @@ export class HostService {
     this.#d.state.deleteEndpoint(e.id);
   }
 
+  /**
+   * Run `join` (endpoints being plumbed) while the firewall is applied: its rules need the
+   * bridge and the addresses, not the veths, and a veth pair is made on the thread pool (~1.2 ms
+   * of kernel time). Both settle before this returns or throws (the join's error first).
+   */
+  async #joinAndApplyFirewall(join: () => Promise<void>): Promise<void> {
+    const joined = join().then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
+    const fw = await this.#applyFirewall().then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
+    const j = await joined;
+    if (j) throw j.error;
+    if (fw) throw fw.error;
+  }
+
   async #join(e: EndpointRecord, sandbox: SandboxRef, rb: Rollback): Promise<void> {
     const n = this.#network(e.networkId);
     const drv = this.#driver(n.driver);
@@ -1214,8 +1239,8 @@ export class HostService {
       .flatMap((s) => s.ports.map((port) => ({ owner: `container "${s.name}"`, port })));
   }
 
-  /** The firewall's whole desired state, from the records. */
-  #firewallState(): FirewallState {
+  /** The firewall's whole desired state, from the records; `without` these sandboxes' endpoints. */
+  #firewallState(without?: ReadonlySet<string>): FirewallState {
     const st = this.#d.state;
     const sandboxes = new Map(st.sandboxes().map((s) => [s.id, s]));
     const networks: NetworkFw[] = st
@@ -1236,6 +1261,7 @@ export class HostService {
           }),
         endpoints: st
           .endpoints({ networkId: n.id })
+          .filter((e) => !without?.has(e.sandboxId))
           .map((e) => this.#endpointFw(e, sandboxes.get(e.sandboxId))),
       }));
     return { networks };
@@ -1272,8 +1298,11 @@ export class HostService {
     await this.#applyDns();
   }
 
-  async #applyFirewall(opts: { repair?: boolean } = {}): Promise<void> {
-    await this.#d.firewall.apply(this.#firewallState(), opts);
+  async #applyFirewall(opts: { repair?: boolean; without?: ReadonlySet<string> } = {}): Promise<void> {
+    await this.#d.firewall.apply(
+      this.#firewallState(opts.without),
+      opts.repair === undefined ? {} : { repair: opts.repair },
+    );
   }
 
   async #applyDns(): Promise<void> {

@@ -95,6 +95,14 @@ describe('links', needsRoot, () => {
     assert.ok(host.ns.rtnlAsync() !== undefined, 'free again');
     await assert.rejects(host.h.links.createAsync(pair('vetha3', 'eth0')), (e) => isWeftError(e, 'EXISTS'));
     assert.equal(host.h.links.find('vetha3'), undefined);
+    // deleteAsync: the pair is gone once it resolves; a missing link is success unless it must exist.
+    await host.h.links.deleteAsync('vetha1');
+    assert.equal(host.h.links.find('vetha1'), undefined);
+    assert.equal(c.h.links.find('eth0'), undefined, 'the peer went with it');
+    await host.h.links.deleteAsync('vetha1');
+    await assert.rejects(host.h.links.deleteAsync('vetha1', { mustExist: true }), (e) =>
+      isWeftError(e, 'NOT_FOUND'),
+    );
   });
 
   test('a netlink socket with an asynchronous request in flight refuses others, and closes after it', async (t) => {

@@ -223,6 +223,29 @@ export class Links {
     }
   }
 
+  /**
+   * `delete` with the kernel's work on libuv's thread pool (see NetlinkSocket.requestAsync):
+   * deleting a device waits ~17 ms for an RCU barrier, which the caller's thread can spend on
+   * other work. Uses the namespace's second socket, or `delete` when that one is busy. Resolves
+   * once the link is gone; throws what `delete` throws.
+   */
+  async deleteAsync(name: string, opts: { mustExist?: boolean } = {}): Promise<void> {
+    checkIfName(name);
+    const sock = this.ns.rtnlAsync();
+    if (!sock) return this.delete(name, opts);
+    try {
+      await sock.requestAsync(
+        RTM.DELLINK,
+        ifinfomsg,
+        { header: blankIfInfo(), attrs: [a.str(IFLA.IFNAME, name)] },
+        { what: `delete link ${name}` },
+      );
+    } catch (e) {
+      if (e instanceof KernelError && e.code === 'NOT_FOUND' && !opts.mustExist) return;
+      throw e;
+    }
+  }
+
   #set(name: string, attrs: Attr[], what: string, flags?: { flags: number; change: number }): void {
     // The kernel finds the link by IFLA_IFNAME when the index is 0, which saves a lookup per
     // change; a rename carries the new name there, so it goes by index.

@@ -221,8 +221,9 @@ export class BridgeDriver implements NetworkDriver {
     opts: LeaveOptions = {},
   ): Promise<void> {
     const name = hostVethName(ep);
+    // Deleted on the thread pool: the ~17 ms the kernel waits for it are the caller's to use.
     if (opts.namespaceGoing) this.#setGoing(name);
-    else this.#host.links.delete(name);
+    else await this.#host.links.deleteAsync(name);
     const st = this.#nets.get(net.id);
     if (st?.joined.has(ep.id)) await this.#leaveState(st, ep);
   }
