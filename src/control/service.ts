@@ -1344,8 +1344,7 @@ export class HostService {
     return {
       ...s,
       status,
-      networks: st
-        .endpoints({ sandboxId: s.id })
+      networks: [...st.endpoints({ sandboxId: s.id })]
         .sort((a, b) => a.ifname.localeCompare(b.ifname, 'en', { numeric: true }))
         .map((e) => ({
           network: st.network(e.networkId)?.name ?? e.networkId,

@@ -104,6 +104,13 @@ export class HostState implements IpamStore {
   /** Statements prepared once and reused: preparing costs more than running them. */
   readonly #stmts = new Map<string, Database.Statement<never, never>>();
   readonly #parsed = new Map<string, { doc: string; value: unknown }>();
+  /**
+   * Whole lists read before, while nothing was written since: by this object (`#changed`) or by
+   * another connection (SQLite's data_version). The daemon reads the sandboxes and a network's
+   * endpoints several times per change (ports, firewall, DNS); each read made 200 row objects.
+   */
+  readonly #lists = new Map<string, readonly unknown[]>();
+  #dataVersion = -1;
 
   private constructor(db: Database.Database) {
     this.#db = db;
@@ -156,15 +163,46 @@ export class HostState implements IpamStore {
 
   /** Run `fn` in one immediate transaction (serialised with other processes). */
   tx<T>(fn: () => T): T {
-    return this.#db.transaction(fn).immediate();
+    try {
+      return this.#db.transaction(fn).immediate();
+    } catch (e) {
+      // Lists read inside it may hold what was rolled back.
+      this.#changed();
+      throw e;
+    }
+  }
+
+  #changed(): void {
+    this.#lists.clear();
+  }
+
+  /** The list under `key`, read again only after a write (here or by another connection). */
+  #list<T>(key: string, read: () => T[]): readonly T[] {
+    const version = (
+      this.#prep<[], { data_version: number }>('PRAGMA data_version').get() as {
+        data_version: number;
+      }
+    ).data_version;
+    if (version !== this.#dataVersion) {
+      this.#lists.clear();
+      this.#dataVersion = version;
+    }
+    let l = this.#lists.get(key) as readonly T[] | undefined;
+    if (!l) {
+      l = Object.freeze(read());
+      this.#lists.set(key, l);
+    }
+    return l;
   }
 
   // ---- networks -----------------------------------------------------------------------------
 
-  networks(): NetworkRecord[] {
-    return this.#prep<[], Row>('SELECT id, doc FROM networks ORDER BY name')
-      .all()
-      .map((r) => this.#parse<NetworkRecord>('n', r));
+  networks(): readonly NetworkRecord[] {
+    return this.#list('n', () =>
+      this.#prep<[], Row>('SELECT id, doc FROM networks ORDER BY name')
+        .all()
+        .map((r) => this.#parse<NetworkRecord>('n', r)),
+    );
   }
   network(nameOrId: string): NetworkRecord | undefined {
     const r = this.#prep<[string, string], Row>('SELECT id, doc FROM networks WHERE name = ? OR id = ?').get(
@@ -180,19 +218,24 @@ export class HostState implements IpamStore {
       ).run(n.id, n.name, JSON.stringify(n));
     } catch (e) {
       throw uniqueToExists(e, `network "${n.name}" already exists`);
+    } finally {
+      this.#changed();
     }
   }
   deleteNetwork(id: string): void {
+    this.#changed();
     this.#prep('DELETE FROM networks WHERE id = ?').run(id);
     this.#parsed.delete(`n:${id}`);
   }
 
   // ---- sandboxes ----------------------------------------------------------------------------
 
-  sandboxes(): SandboxRecord[] {
-    return this.#prep<[], Row>('SELECT id, doc FROM sandboxes ORDER BY name')
-      .all()
-      .map((r) => this.#parse<SandboxRecord>('s', r));
+  sandboxes(): readonly SandboxRecord[] {
+    return this.#list('s', () =>
+      this.#prep<[], Row>('SELECT id, doc FROM sandboxes ORDER BY name')
+        .all()
+        .map((r) => this.#parse<SandboxRecord>('s', r)),
+    );
   }
   sandbox(nameOrId: string): SandboxRecord | undefined {
     const r = this.#prep<[string, string], Row>('SELECT id, doc FROM sandboxes WHERE name = ? OR id = ?').get(
@@ -208,17 +251,24 @@ export class HostState implements IpamStore {
       ).run(s.id, s.name, JSON.stringify(s));
     } catch (e) {
       throw uniqueToExists(e, `a container named "${s.name}" already exists`);
+    } finally {
+      this.#changed();
     }
   }
   deleteSandbox(id: string): void {
+    this.#changed();
     this.#prep('DELETE FROM sandboxes WHERE id = ?').run(id);
     this.#parsed.delete(`s:${id}`);
   }
 
   // ---- endpoints ----------------------------------------------------------------------------
 
-  endpoints(filter: { sandboxId?: string; networkId?: string } = {}): EndpointRecord[] {
+  endpoints(filter: { sandboxId?: string; networkId?: string } = {}): readonly EndpointRecord[] {
     const { sandboxId: sb, networkId: net } = filter;
+    return this.#list(`e:${sb ?? ''}:${net ?? ''}`, () => this.#endpointsNow(sb, net));
+  }
+
+  #endpointsNow(sb: string | undefined, net: string | undefined): EndpointRecord[] {
     // Filtered by SQLite on the indexed columns: callers mostly want one sandbox's or one
     // network's, and parsing every endpoint each time was O(n) per call.
     const rows =
@@ -244,9 +294,12 @@ export class HostState implements IpamStore {
       ).run(e.id, e.sandboxId, e.networkId, JSON.stringify(e));
     } catch (err) {
       throw uniqueToExists(err, 'the container is already connected to that network');
+    } finally {
+      this.#changed();
     }
   }
   deleteEndpoint(id: string): void {
+    this.#changed();
     this.#prep('DELETE FROM endpoints WHERE id = ?').run(id);
     this.#parsed.delete(`e:${id}`);
   }
