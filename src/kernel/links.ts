@@ -68,6 +68,15 @@ export type LinkSpec =
 
 const ENODEV_CODES = new Set(['NOT_FOUND']);
 
+/** A request body naming the link (index 0: the kernel finds it by IFLA_IFNAME). */
+const byName = (name: string) => ({ header: blankIfInfo(), attrs: [a.str(IFLA.IFNAME, name)] });
+
+/** A deletion's error: rethrown unless the link is already gone and need not exist. */
+function unlessGone(e: unknown, opts: { mustExist?: boolean }): void {
+  if (e instanceof KernelError && e.code === 'NOT_FOUND' && !opts.mustExist) return;
+  throw e;
+}
+
 /** A creation's error: EXISTS named for the link (and a veth's peer), anything else as it is. */
 function existsError(spec: LinkSpec, e: unknown): unknown {
   if (e instanceof KernelError && e.code === 'EXISTS') {
@@ -211,15 +220,9 @@ export class Links {
   delete(name: string, opts: { mustExist?: boolean } = {}): void {
     checkIfName(name);
     try {
-      this.sock().request(
-        RTM.DELLINK,
-        ifinfomsg,
-        { header: blankIfInfo(), attrs: [a.str(IFLA.IFNAME, name)] },
-        { what: `delete link ${name}` },
-      );
+      this.sock().request(RTM.DELLINK, ifinfomsg, byName(name), { what: `delete link ${name}` });
     } catch (e) {
-      if (e instanceof KernelError && e.code === 'NOT_FOUND' && !opts.mustExist) return;
-      throw e;
+      unlessGone(e, opts);
     }
   }
 
@@ -234,15 +237,9 @@ export class Links {
     const sock = this.ns.rtnlAsync();
     if (!sock) return this.delete(name, opts);
     try {
-      await sock.requestAsync(
-        RTM.DELLINK,
-        ifinfomsg,
-        { header: blankIfInfo(), attrs: [a.str(IFLA.IFNAME, name)] },
-        { what: `delete link ${name}` },
-      );
+      await sock.requestAsync(RTM.DELLINK, ifinfomsg, byName(name), { what: `delete link ${name}` });
     } catch (e) {
-      if (e instanceof KernelError && e.code === 'NOT_FOUND' && !opts.mustExist) return;
-      throw e;
+      unlessGone(e, opts);
     }
   }
 
