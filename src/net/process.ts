@@ -1,32 +1,19 @@
 /**
  * The sandbox's process: a real, minimal container for networking purposes.
  *
- * How it starts. One helper process does the whole setup with system calls and then execs the
- * command, so the pid we get is the command's own. The helper is spawned in the caller's own
- * namespaces knowing nothing of the sandbox, and waits for one request on fd 3 that carries all
- * of it. Then, itself: it opens the log (O_WRONLY | O_APPEND | O_CREAT, 0640, as the daemon did
- * before; its folder made if missing) as its stdout and stderr; writes the generated hosts,
- * resolv.conf and hostname into the files folder (made if missing; in place, mode 0644, as
- * `writeSandboxFiles` does: the daemon's thread does not pay for three file creations, ~0.7 ms on
- * ext4); enters the sandbox's network namespace (setns; not for the
- * host driver); unshare(CLONE_NEWUTS | CLONE_NEWNS); mount(MS_REC | MS_SLAVE) on /; sethostname;
- * three bind mounts of the generated hosts / resolv.conf / hostname files over /etc/hosts,
- * /etc/resolv.conf and /etc/hostname; chdir; and at last it looks the command up the way exec
- * does (execvp: the command's own PATH, a name with a slash as is) and execs it.
+ * How it starts. One helper process (kernel/sandbox-init.ts: a constant Perl script, which makes
+ * the system calls) does the whole setup and then execs the command, so the pid we get is the
+ * command's own. Spawned knowing nothing of a sandbox, it makes a network namespace of its own
+ * while it waits for one request on fd 3 that carries all of it; then it pins that namespace
+ * (a `{ pin }` spec: the caller plumbs it while the helper goes on, see `ProcessStarter.begin`)
+ * or enters the spec's, writes the log and the hosts / resolv.conf / hostname files (the
+ * daemon's thread does not pay for three file creations, ~0.7 ms on ext4), makes its own UTS
+ * and mount namespaces, binds the files over /etc, says `ready` and waits for `start()`.
  *
- * Why a Perl helper. These calls must be made by the new process itself, between fork and exec:
- * Node runs no code of ours in a child before its exec, and cannot make them on itself (a
- * process with threads cannot unshare its mount namespace, and the daemon must not move). A
- * shell prelude (what this file did first) needs util-linux unshare, hostname and three mount
- * processes: ~10 ms per start here, against ~2.8 ms with a helper. C would need a compiler at
- * install time, or a binary per arch.
- * perl is always there (perl-base is Essential on Debian), `perl -e 1` starts in ~1.5 ms, and its
- * `syscall()` makes setns(2), unshare(2), mount(2) and sethostname(2) by number; the numbers come
- * from here per `process.arch` (x64 and arm64; others are UNSUPPORTED). The script is a constant
- * and so are its arguments (those numbers, the open flags of the log and files, the TTL): every value of a
- * sandbox reaches it in the request, never spliced in. Its own environment is empty, so perl
- * never reads a PERL5OPT, PERL5LIB or locale meant for the command, which gets its environment
- * from the request at the exec.
+ * Two phases. `prepare` sends the request and resolves on `ready`: the daemon plumbs the network
+ * meanwhile. `start()` sends the start byte and resolves once the exec happened (the control
+ * socket is close-on-exec in the helper: EOF after `go` means it did); a failed exec is
+ * NOT_FOUND or INVALID, a failed setup step INTERNAL naming it.
  *
  * Why warm (`ProcessStarter`). Spawning is what a start costs the daemon: with child_process the
  * fork of a ~90 MB process held its main thread ~2 ms; posix_spawn (kernel/spawn.ts) waits only
@@ -45,37 +32,6 @@
  * second; one found dead when a request comes is not used, and one that dies without a word while
  * taking a request is replaced by a helper spawned on demand.
  *
- * The request. perl-base has no JSON: a decimal count of fields, then the fields, each ended by
- * NUL (a field may be empty; none holds NUL, which the checks ensure): namespace path, its inode,
- * hostname, the files folder, the contents of the three files, the /etc overlay folder, the log,
- * the working directory, the number
- * of environment entries, the entries (NAME=value), then argv. The helper reads until it has them
- * all; nothing follows a request before the helper says `ready`, so it never reads past it. The
- * namespace is named by path (its pin, or /proc/…) and checked by inode: a helper refuses a path
- * that now names another namespace than the caller's handle (a pin removed and made again).
- *
- * Two phases. `prepare` sends the request; the helper does all the setup, says `ready` on fd 3
- * and blocks reading one byte from fd 3: the daemon plumbs the network meanwhile. `start()`
- * writes the byte; the helper says `go` and execs. fd 3 (a socket pair) is
- * close-on-exec in the helper, so after `go` an EOF without a further word means the exec
- * happened: no /proc polling, no grace period. A failed exec is reported as `execfail ERRNO
- * TEXT` (ENOENT: not found; EACCES, ENOEXEC…: cannot be executed), a failed setup step as
- * `setup STEP: TEXT` (also written to the log once it is open). When fd 3 is closed before the
- * request or without the byte (the daemon died, `cancel()`, `close()`), the helper exits without
- * running anything; an idle or prepared helper dies after PREPARED_TTL_S (alarm) so that no
- * forgotten one lingers.
- *
- * Mount propagation is `slave`, not `private`: our bind mounts never reach the host (a slave
- * only receives), while unmounts on the host still reach the sandbox. That matters for namespace
- * pins on a shared mount (iproute2's /run/netns): with `private` every running sandbox would keep
- * a copy of every pin that existed when it started, and a removed namespace would live on.
- *
- * /etc/resolv.conf is a symlink on some hosts (systemd-resolved). The helper binds over the
- * symlink's target when that is a regular file (mount(2) follows the link); when the link
- * dangles (or its target is no regular file, or a file is missing altogether) it puts a
- * tmpfs-backed overlay on /etc, inside the private mount namespace only, replaces the entry
- * there by an empty file and binds over that. The host's /etc is never touched.
- *
  * Lifetime. The process outlives the daemon: its own session (detached), stdin /dev/null, stdout
  * and stderr appended to its log (no pipe to the daemon). A pid is identified together with its
  * start time (field 22 of /proc/PID/stat), so a reused pid is never mistaken for ours; signals go
@@ -88,8 +44,16 @@ import * as fs from 'node:fs';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
 import { Netns } from '../kernel/netns.js';
-import { type ExitStatus, type Spawned, spawnWithControl, spawnWithControlAsync } from '../kernel/spawn.js';
-import { invalid, KernelError, notFound, WeftError } from '../lib/errors.js';
+import {
+  encodeInitRequest,
+  type InitCommand,
+  initCommand,
+  PREPARED_TTL_S,
+  spawnInit,
+  spawnInitAsync,
+} from '../kernel/sandbox-init.js';
+import type { ExitStatus, Spawned } from '../kernel/spawn.js';
+import { invalid, notFound, WeftError } from '../lib/errors.js';
 import { type Logger, nullLogger } from '../lib/log.js';
 
 export interface SandboxFiles {
@@ -170,8 +134,6 @@ export interface PreparedProcess {
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** How long the helper may take to set the sandbox up (and, after `start()`, to exec). */
 const SETUP_TIMEOUT_MS = 10_000;
-/** An idle helper, or a prepared one whose `start()` never comes, exits after this long. */
-const PREPARED_TTL_S = 300;
 /** Bound on waiting for a killed process to disappear. */
 const KILL_WAIT_MS = 5_000;
 /** An idle helper that died is replaced no sooner than this after it was spawned. */
@@ -180,137 +142,6 @@ const HOST_NAME_MAX = 64;
 const LABEL = '[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?';
 const HOSTNAME_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*$`);
 const OVERLAY_DIR = '.etc-overlay';
-/** How the helper opens the log: what the daemon used when it opened it itself. */
-const LOG_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT;
-/** How the helper writes the three files: in place, as `writeSandboxFiles` does. */
-const FILE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC;
-/** How the helper makes a namespace's pin file: as Netns.create does, never over another. */
-const PIN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
-/** ioctl numbers to read and set an interface's flags (the same on x86_64 and arm64). */
-const SIOCGIFFLAGS = 0x8913;
-const SIOCSIFFLAGS = 0x8914;
-
-/**
- * System call numbers of unshare, mount, sethostname and setns per `process.arch` (x86_64's own
- * table; arm64 uses the generic one of asm-generic/unistd.h).
- */
-const SYSCALLS: Readonly<Record<string, readonly [number, number, number, number]>> = {
-  x64: [272, 165, 170, 308],
-  arm64: [97, 40, 161, 268],
-};
-
-// The helper (perl -e INIT -- ARGS). Arguments: the numbers of unshare, mount, sethostname and
-// setns, the log's open flags and the TTL in seconds; everything else comes in the request (see
-// the note at the top). Constants: CLONE_NEWNET 0x40000000, CLONE_NEWUTS|CLONE_NEWNS 0x04020000,
-// MS_REC|MS_SLAVE 0x84000, MS_BIND 4096, F_SETFD 2, FD_CLOEXEC 1. Perl's syscall() passes a
-// number as a number, undef as NULL and a string as a pointer to it, which must be a modifiable
-// variable (never a literal). Opening STDOUT and STDERR again keeps their fds 1 and 2.
-const INIT = String.raw`
-my ($nu, $nm, $nh, $nn, $logflags, $fileflags, $pinflags, $siocg, $siocs, $ttl) = @ARGV;
-open(my $ctl, '+<&=', 3) or exit 125;
-fcntl($ctl, 2, 1) or exit 125;
-sub say3 { syswrite($ctl, "$_[0]\n") }
-sub quit { print STDERR "weft-init: $_[0]\n"; say3("setup $_[0]"); exit 125 }
-sub fail { quit("$_[0]: $!") }
-alarm($ttl);
-# While idle: a network namespace of its own, lo up (ioctl on a struct ifreq: name, then flags).
-open(my $home, '<', '/proc/self/ns/net') or exit 125;
-syscall($nu, 0x40000000) == 0 or exit 125;
-socket(my $sk, 2, 2, 0) or exit 125;
-my $ifr = pack('Z16 x24', 'lo');
-ioctl($sk, $siocg, $ifr) or exit 125;
-$ifr = pack('Z16 s x22', 'lo', unpack('x16 s', $ifr) | 1);
-ioctl($sk, $siocs, $ifr) or exit 125;
-close($sk);
-my ($req, $count) = ('');
-until (defined($count) && ($req =~ tr/\0//) > $count) {
-  sysread($ctl, $req, 65536, length($req)) or exit 125;
-  $count = $1 if !defined($count) && $req =~ /^(\d+)\0/;
-}
-alarm(0);
-my @f = split(/\0/, $req, -1);
-pop(@f);
-shift(@f);
-my ($pin, $nsp, $nsino, $name, $dir, $hostsb, $resolvb, $hostf_b, $ovl, $logp, $cwd, $nenv, @cmd) = @f;
-@f == $count && @cmd > $nenv or quit('malformed request');
-my @env = splice(@cmd, 0, $nenv);
-sub mkpath {
-  my ($d) = @_;
-  return 1 if -d $d;
-  my ($up) = $d =~ m{^(.+)/[^/]+/*$};
-  (!defined($up) || mkpath($up)) && (mkdir($d, 0755) || -d $d);
-}
-if ($pin ne '') {
-  my ($pindir) = $pin =~ m{^(.+)/[^/]+$};
-  my $self = '/proc/self/ns/net';
-  !defined($pindir) || mkpath($pindir) or fail("mkdir $pindir");
-  sysopen(my $pf, $pin, $pinflags, 0444) or fail("pin $pin");
-  close($pf);
-  unless (syscall($nm, $self, $pin, undef, 4096, undef) == 0) { my $e = "$!"; unlink($pin); quit("pin $pin: $e") }
-  say3('netns');
-}
-my ($logdir) = $logp =~ m{^(.+)/[^/]+$};
-!defined($logdir) || mkpath($logdir) or fail("mkdir $logdir");
-sysopen(my $log, $logp, $logflags, 0640) or fail("open log $logp");
-open(STDOUT, '>&', $log) && open(STDERR, '>&', $log) or fail("log to $logp");
-close($log);
-mkpath($dir) or fail("mkdir $dir");
-my ($hosts, $resolv, $hostf) = ("$dir/hosts", "$dir/resolv.conf", "$dir/hostname");
-for ([$hosts, $hostsb], [$resolv, $resolvb], [$hostf, $hostf_b]) {
-  my ($p, $b) = @$_;
-  sysopen(my $fh, $p, $fileflags, 0644) && chmod(0644, $p) or fail("write $p");
-  (syswrite($fh, $b) // -1) == length($b) && close($fh) or fail("write $p");
-}
-if ($pin eq '' && $nsp ne '') {
-  sysopen(my $nsf, $nsp, 0) or fail("open $nsp");
-  (stat($nsf))[1] == $nsino or quit("enter $nsp: not the namespace of the handle (inode $nsino)");
-  syscall($nn, fileno($nsf), 0x40000000) == 0 or fail("enter $nsp");
-  close($nsf);
-} elsif ($pin eq '') {
-  syscall($nn, fileno($home), 0x40000000) == 0 or fail('return to the host namespace');
-}
-close($home);
-my ($none, $root, $tag, $tmpfs, $mode, $ovlfs, $etc) = ('none', '/', 'weft-etc', 'tmpfs', 'mode=0700', 'overlay', '/etc');
-syscall($nu, 0x04020000) == 0 or fail('unshare');
-syscall($nm, $none, $root, undef, 0x84000, undef) == 0 or fail('make / a slave');
-syscall($nh, $name, length($name)) == 0 or fail("sethostname $name");
-my $layered;
-sub overlay_etc {
-  return 1 if $layered;
-  (-d $ovl || mkdir($ovl, 0700)) && syscall($nm, $tag, $ovl, $tmpfs, 0, $mode) == 0 or return 0;
-  mkdir("$ovl/u") && mkdir("$ovl/w") or return 0;
-  my $o = "lowerdir=/etc,upperdir=$ovl/u,workdir=$ovl/w";
-  syscall($nm, $tag, $etc, $ovlfs, 0, $o) == 0 or return 0;
-  $layered = 1;
-}
-sub empty_file { open(my $f, '>', $_[0]) or return 0; close($f) }
-sub bind_etc {
-  my ($src, $dst) = @_;
-  if (-l $dst) {
-    -f $dst or overlay_etc() && unlink($dst) && empty_file($dst) or return 0;
-  } elsif (!-e $dst) {
-    overlay_etc() && empty_file($dst) or return 0;
-  }
-  syscall($nm, $src, $dst, undef, 4096, undef) == 0;
-}
-bind_etc($hosts, '/etc/hosts') or fail('bind /etc/hosts');
-bind_etc($resolv, '/etc/resolv.conf') or fail('bind /etc/resolv.conf');
-bind_etc($hostf, '/etc/hostname') or fail('bind /etc/hostname');
-$cwd eq '' || chdir($cwd) or fail("chdir $cwd");
-say3('ready');
-alarm($ttl);
-my $n = sysread($ctl, my $byte, 1);
-unless ($n) { print STDERR "weft-init: closed before the start, not running $cmd[0]\n"; exit 125 }
-alarm(0);
-say3('go');
-%ENV = map { split(/=/, $_, 2) } @env;
-exec { $cmd[0] } @cmd;
-my ($e, $m) = ($! + 0, "$!");
-print STDERR "weft-init: $cmd[0]: $m\n";
-say3("execfail $e $m");
-exit($e == 2 ? 127 : 126);
-`;
-
 /** Paths of the three generated files inside `filesDir`. */
 export function sandboxFilePaths(filesDir: string): { hosts: string; resolvConf: string; hostname: string } {
   return {
@@ -396,70 +227,10 @@ function checkSpec(spec: ProcessSpec): Record<string, string> {
   return env;
 }
 
-/** A program in one of the usual system folders (or the daemon's PATH); undefined if none. */
-function findProgram(name: string): string | undefined {
-  const dirs = ['/usr/bin', '/bin', '/usr/sbin', '/sbin', ...(process.env.PATH ?? '').split(':')];
-  for (const d of dirs) {
-    if (!d) continue;
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
-
-let perlPath: string | undefined;
-function findPerl(): string | undefined {
-  perlPath ??= findProgram('perl');
-  return perlPath;
-}
-
-/** What spawning a helper takes: perl and its constant arguments. */
-interface HelperArgs {
-  readonly perl: string;
-  readonly args: readonly string[];
-}
-
-/** Throws UNSUPPORTED on an architecture other than x64 and arm64, NOT_FOUND without perl. */
-function helperArgs(): HelperArgs {
-  const nrs = SYSCALLS[process.arch];
-  if (!nrs) {
-    throw new WeftError('UNSUPPORTED', `sandboxes need x64 or arm64, not ${process.arch}`, {
-      details: { arch: process.arch },
-    });
-  }
-  const perl = findPerl();
-  if (!perl) throw notFound('perl is not installed (Debian: perl-base)', { program: 'perl' });
-  return {
-    perl,
-    args: [
-      '-e',
-      INIT,
-      '--',
-      ...nrs.map(String),
-      String(LOG_FLAGS),
-      String(FILE_FLAGS),
-      String(PIN_FLAGS),
-      String(SIOCGIFFLAGS),
-      String(SIOCSIFFLAGS),
-      String(PREPARED_TTL_S),
-    ],
-  };
-}
-
 /** A checked spec and the request that tells a helper all of it. */
 interface Request {
   readonly spec: ProcessSpec;
   readonly message: Buffer;
-}
-
-/** Fields, each ended by NUL, after their count (see the note at the top). */
-function encodeFields(fields: readonly string[]): Buffer {
-  return Buffer.from(`${[String(fields.length), ...fields].join('\0')}\0`);
 }
 
 /**
@@ -467,32 +238,30 @@ function encodeFields(fields: readonly string[]): Buffer {
  * at the top). Throws what `prepareProcess` documents for bad input, a missing perl or
  * architecture, and INTERNAL for a closed namespace handle; nothing is written here.
  */
-function makeRequest(spec: ProcessSpec): { helper: HelperArgs; req: Request } {
+function makeRequest(spec: ProcessSpec): { helper: InitCommand; req: Request } {
   const env = checkSpec(spec);
-  const helper = helperArgs();
+  const helper = initCommand();
   const pin = isNewNetns(spec.netns) ? spec.netns.pin : '';
   const ns =
     spec.netns === 'host' || isNewNetns(spec.netns)
       ? undefined
       : { path: path.resolve(spec.netns.path), inode: spec.netns.inode };
   const dir = path.resolve(spec.filesDir);
-  const entries = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  const message = encodeFields([
+  const message = encodeInitRequest({
     pin,
-    ns?.path ?? '',
-    ns ? String(ns.inode) : '',
-    spec.hostname,
+    nsPath: ns?.path ?? '',
+    nsInode: ns ? String(ns.inode) : '',
+    hostname: spec.hostname,
     dir,
-    spec.files.hosts,
-    spec.files.resolvConf,
-    spec.files.hostname,
-    path.join(dir, OVERLAY_DIR),
-    spec.logPath,
-    spec.cwd ?? '',
-    String(entries.length),
-    ...entries,
-    ...spec.cmd,
-  ]);
+    hosts: spec.files.hosts,
+    resolvConf: spec.files.resolvConf,
+    hostnameFile: spec.files.hostname,
+    overlay: path.join(dir, OVERLAY_DIR),
+    log: spec.logPath,
+    cwd: spec.cwd ?? '',
+    env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    argv: spec.cmd,
+  });
   return { helper, req: { spec, message } };
 }
 
@@ -586,17 +355,6 @@ const NOT_EXECUTABLE = new Set([1, 7, 8, 13, 21, 22, 26, 36, 40]); // EPERM E2BI
 
 const START_BYTE = Buffer.of(0x31);
 
-/** NOT_FOUND when perl is missing, INTERNAL for any other failure to spawn it. */
-function spawnError(e: unknown, perl: string): WeftError {
-  if (e instanceof KernelError && e.errno === 2) {
-    return new WeftError('NOT_FOUND', `cannot start the sandbox: ${perl} not found`, {
-      cause: e,
-      details: { program: perl },
-    });
-  }
-  return new WeftError('INTERNAL', `cannot start the sandbox: ${(e as Error).message}`, { cause: e });
-}
-
 /** One helper, from spawn to exec (or to its end): idle until `request`, then prepared. */
 class Helper implements PreparedProcess {
   readonly pid: number;
@@ -616,21 +374,13 @@ class Helper implements PreparedProcess {
    * an empty environment, fd 3 the control socket. It waits for its request. posix_spawn, not
    * child_process (see kernel/spawn.ts): the daemon's page tables are not copied.
    */
-  static spawn(h: HelperArgs): Helper {
-    try {
-      return new Helper(spawnWithControl(h.perl, [h.perl, ...h.args], {}));
-    } catch (e) {
-      throw spawnError(e, h.perl);
-    }
+  static spawn(h: InitCommand): Helper {
+    return new Helper(spawnInit(h));
   }
 
   /** `spawn` with the wait for the exec on libuv's thread pool, not on the caller's thread. */
-  static async spawnAsync(h: HelperArgs): Promise<Helper> {
-    try {
-      return new Helper(await spawnWithControlAsync(h.perl, [h.perl, ...h.args], {}));
-    } catch (e) {
-      throw spawnError(e, h.perl);
-    }
+  static async spawnAsync(h: InitCommand): Promise<Helper> {
+    return new Helper(await spawnInitAsync(h));
   }
 
   private constructor(child: Spawned) {
@@ -1026,9 +776,9 @@ export class ProcessStarter {
    */
   #spawnIdle(): void {
     if (this.#closed || this.#idle.length >= this.#warm || this.#spawning) return;
-    let args: HelperArgs;
+    let args: InitCommand;
     try {
-      args = helperArgs();
+      args = initCommand();
     } catch (e) {
       this.#log.warn('cannot spawn an idle sandbox helper', { error: e });
       return;
