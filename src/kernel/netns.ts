@@ -53,6 +53,11 @@ export class Netns {
     return new Netns(fs.openSync(`/proc/self/fd/${homeFd}`, 'r'), '/proc/self/ns/net', false);
   }
 
+  /** The inode of the namespace this process started in (see `self`). */
+  static homeInode(): number {
+    return fs.fstatSync(homeFd).ino;
+  }
+
   /** Open a namespace pinned at `p` (e.g. /run/netns/x) or a /proc/PID/ns/net path. */
   static open(p: string): Netns {
     let fd: number;

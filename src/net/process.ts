@@ -96,9 +96,11 @@ export interface NewNetns {
 /** A prepare under way (see `ProcessStarter.begin`). */
 export interface Preparing {
   /**
-   * The sandbox's network namespace: for a `{ pin }` spec, a handle opened on the pin as soon as
-   * the helper has made it (well before `prepared`), the caller's to close; otherwise the spec's
-   * own. Rejects as `prepared` does when the helper fails before.
+   * The sandbox's network namespace: for a `{ pin }` spec, a handle on the helper's new
+   * namespace as soon as there is one — at once from an idle helper that made it already
+   * (through /proc, while it pins it), else once the helper says it is pinned — well before
+   * `prepared`; the caller's to close, also when `prepared` then rejects (the pin could not be
+   * made). Otherwise the spec's own. Rejects as `prepared` does when the helper fails before.
    */
   readonly netns: Promise<Netns | 'host'>;
   readonly prepared: Promise<PreparedProcess>;
@@ -421,7 +423,31 @@ class Helper implements PreparedProcess {
     this.#onSettled = onSettled;
     this.ref(true);
     this.#ctl.send(req.message);
+    // A helper that has made its namespace already (an idle one has) is handed over at once, by
+    // its /proc entry, while it pins it: no wait for its `netns`. The namespace is the helper's
+    // own for good once it differs from ours (it unshares once at its start, and its pid cannot
+    // be reused before we reap it).
+    if (onNetns && isNewNetns(req.spec.netns)) {
+      const ns = this.#ownNetns();
+      if (ns) {
+        onNetns(ns);
+        return this.#prepared(undefined);
+      }
+    }
     return this.#prepared(onNetns);
+  }
+
+  /** The helper's own new namespace, or undefined while it is still in ours (just spawned). */
+  #ownNetns(): Netns | undefined {
+    let ns: Netns;
+    try {
+      ns = Netns.openPid(this.pid);
+    } catch {
+      return undefined;
+    }
+    if (ns.inode !== Netns.homeInode()) return ns;
+    ns.close();
+    return undefined;
   }
 
   #settled(): void {
@@ -507,18 +533,20 @@ class Helper implements PreparedProcess {
     // A new namespace is pinned first of all, and reported at once: the caller plumbs it while
     // the helper goes on with the files and mounts.
     if (pin !== undefined && ev.kind === 'line' && ev.text === 'netns') {
-      let ns: Netns;
-      try {
-        ns = Netns.open(pin);
-      } catch (e) {
-        return this.#fail(
-          new WeftError('INTERNAL', `the sandbox's namespace pinned at ${pin} cannot be opened`, {
-            cause: e,
-            details: { ...this.#details, pin },
-          }),
-        );
+      if (onNetns) {
+        let ns: Netns;
+        try {
+          ns = Netns.open(pin);
+        } catch (e) {
+          return this.#fail(
+            new WeftError('INTERNAL', `the sandbox's namespace pinned at ${pin} cannot be opened`, {
+              cause: e,
+              details: { ...this.#details, pin },
+            }),
+          );
+        }
+        onNetns(ns);
       }
-      onNetns?.(ns);
       spoke = true;
       ev = await this.#ctl.next(SETUP_TIMEOUT_MS);
     } else if (pin !== undefined && ev.kind === 'line' && ev.text === 'ready') {
