@@ -32,7 +32,6 @@ const f = {
     'int posix_spawn_file_actions_addopen(void *fa, int fd, const char *path, int oflag, uint32_t mode)',
   ),
   faDup2: libc.func('int posix_spawn_file_actions_adddup2(void *fa, int fd, int newfd)'),
-  faCloseFrom: libc.func('int posix_spawn_file_actions_addclosefrom_np(void *fa, int from)'),
   attrInit: libc.func('int posix_spawnattr_init(void *attr)'),
   attrDestroy: libc.func('int posix_spawnattr_destroy(void *attr)'),
   attrFlags: libc.func('int posix_spawnattr_setflags(void *attr, short flags)'),
@@ -45,6 +44,15 @@ const f = {
   waitpid: libc.func('int waitpid(int pid, _Out_ int *status, int options)'),
   close: libc.func('int close(int fd)'),
 };
+
+/** glibc ≥ 2.34 (Debian 12 has 2.36); without it only close-on-exec keeps fds from the child. */
+const faCloseFrom = ((): ((fa: Buffer, from: number) => number) | undefined => {
+  try {
+    return libc.func('int posix_spawn_file_actions_addclosefrom_np(void *fa, int from)');
+  } catch {
+    return undefined;
+  }
+})();
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -170,7 +178,7 @@ function setUp(argv: readonly string[], env: Readonly<Record<string, string>>): 
   // dup2 onto 3 clears close-on-exec there; socketpair's fds are above 3 in a Node process.
   f.faDup2(fa, theirs, 3);
   // Then every fd above 3 closed, close-on-exec or not (a library's socket may not be).
-  f.faCloseFrom(fa, 4);
+  faCloseFrom?.(fa, 4);
   f.attrFlags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
   f.attrSigDefault(attr, sigAll);
   f.attrSigMask(attr, sigNone);
