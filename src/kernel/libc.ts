@@ -9,6 +9,8 @@ import koffi from 'koffi';
 import { KernelError } from '../lib/errors.js';
 
 const libc = koffi.load('libc.so.6');
+/** The loaded libc, for the modules here that declare calls of their own (spawn, libnftables' helpers). */
+export const library = libc;
 
 const f = {
   socket: libc.func('int socket(int domain, int type, int protocol)'),

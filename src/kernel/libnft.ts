@@ -10,6 +10,7 @@
  */
 import * as fs from 'node:fs';
 import koffi from 'koffi';
+import { library as libc } from './libc.js';
 
 interface Lib {
   ctxNew: (flags: number) => unknown;
@@ -44,8 +45,8 @@ function load(): Lib | null {
       setOutputFlags: l.func('void nft_ctx_output_set_flags(void *ctx, unsigned int flags)'),
       run: l.func('int nft_run_cmd_from_buffer(void *ctx, const char *buf)'),
       runFile: l.func('int nft_run_cmd_from_filename(void *ctx, const char *filename)'),
-      memfd: koffi.load('libc.so.6').func('int memfd_create(const char *name, unsigned int flags)'),
-      mallocTrim: koffi.load('libc.so.6').func('int malloc_trim(size_t pad)'),
+      memfd: libc.func('int memfd_create(const char *name, unsigned int flags)'),
+      mallocTrim: libc.func('int malloc_trim(size_t pad)'),
     };
   } catch {
     lib = null;

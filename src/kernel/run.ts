@@ -5,8 +5,34 @@
  * iptables-save/restore, conntrack).
  */
 import type { ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { WeftError } from '../lib/errors.js';
 import type { Netns } from './netns.js';
+
+/** The PATH a process gets when it has none (sandboxes, the lab's tools). */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * Where the executable `name` is in the folders of `searchPath` (a PATH string, default this
+ * process's PATH or DEFAULT_PATH), first match; undefined when none has it.
+ */
+export function findProgram(
+  name: string,
+  searchPath: string = process.env.PATH ?? DEFAULT_PATH,
+): string | undefined {
+  for (const d of searchPath.split(':')) {
+    if (!d) continue;
+    const p = path.join(d, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
 
 export interface ToolResult {
   readonly code: number | null;

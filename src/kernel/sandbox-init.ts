@@ -62,8 +62,8 @@
  * there by an empty file and binds over that. The host's /etc is never touched.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { KernelError, notFound, WeftError } from '../lib/errors.js';
+import { findProgram } from './run.js';
 import { type Spawned, spawnWithControl, spawnWithControlAsync } from './spawn.js';
 
 /** An idle helper, or a prepared one whose start byte never comes, exits after this long. */
@@ -200,25 +200,10 @@ say3("execfail $e $m");
 exit($e == 2 ? 127 : 126);
 `;
 
-/** A program in one of the usual system folders (or the daemon's PATH); undefined if none. */
-function findProgram(name: string): string | undefined {
-  const dirs = ['/usr/bin', '/bin', '/usr/sbin', '/sbin', ...(process.env.PATH ?? '').split(':')];
-  for (const d of dirs) {
-    if (!d) continue;
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
-
 let perlPath: string | undefined;
+/** perl in one of the usual system folders first, then on the daemon's PATH. */
 function findPerl(): string | undefined {
-  perlPath ??= findProgram('perl');
+  perlPath ??= findProgram('perl', `/usr/bin:/bin:/usr/sbin:/sbin:${process.env.PATH ?? ''}`);
   return perlPath;
 }
 

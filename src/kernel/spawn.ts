@@ -22,8 +22,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import koffi from 'koffi';
 import { KernelError } from '../lib/errors.js';
+import { close as closeFd, library as libc } from './libc.js';
 
-const libc = koffi.load('libc.so.6');
 const f = {
   socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   faInit: libc.func('int posix_spawn_file_actions_init(void *fa)'),
@@ -42,7 +42,6 @@ const f = {
     'int posix_spawn(_Out_ int *pid, const char *path, const void *fa, const void *attr, const char **argv, const char **envp)',
   ),
   waitpid: libc.func('int waitpid(int pid, _Out_ int *status, int options)'),
-  close: libc.func('int close(int fd)'),
 };
 
 /** glibc ≥ 2.34 (Debian 12 has 2.36); without it only close-on-exec keeps fds from the child. */
@@ -189,14 +188,14 @@ function setUp(argv: readonly string[], env: Readonly<Record<string, string>>): 
 function release(s: Setup): void {
   f.faDestroy(s.fa);
   f.attrDestroy(s.attr);
-  f.close(s.theirs);
+  closeFd(s.theirs);
 }
 
 /** After posix_spawn returned `rc`: release the set-up, and register the child or throw. */
 function finish(s: Setup, rc: number, file: string): Spawned {
   release(s);
   if (rc !== 0) {
-    f.close(s.ours);
+    closeFd(s.ours);
     throw new KernelError(rc, `posix_spawn ${file}`);
   }
   const child = new Child(s.pid[0] as number, new net.Socket({ fd: s.ours, readable: true, writable: true }));
@@ -222,7 +221,7 @@ export function spawnWithControl(
     rc = f.spawn(s.pid, file, s.fa, s.attr, s.argv, s.envp) as number;
   } catch (e) {
     release(s);
-    f.close(s.ours);
+    closeFd(s.ours);
     unlistenIfIdle();
     throw e;
   }

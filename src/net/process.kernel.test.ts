@@ -19,6 +19,7 @@ import {
   prepareProcess,
   processAlive,
   readLog,
+  readStat,
   type SandboxFiles,
   startProcess,
   stopProcess,
@@ -101,22 +102,7 @@ function pidsWithEnv(entry: string): number[] {
   return out;
 }
 
-/** comm, state, ppid and session of a process (/proc/PID/stat); undefined when it is gone. */
-function stat(pid: number): { comm: string; state: string; ppid: number; session: number } | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return {
-    comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')),
-    state: f[0] ?? '',
-    ppid: Number(f[1]),
-    session: Number(f[3]),
-  };
-}
+const stat = readStat;
 
 /** Gone, or a zombie someone else has yet to reap. */
 const gone = (pid: number): boolean => {

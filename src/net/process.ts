@@ -44,6 +44,7 @@ import * as fs from 'node:fs';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
 import { Netns } from '../kernel/netns.js';
+import { DEFAULT_PATH } from '../kernel/run.js';
 import {
   encodeInitRequest,
   type InitCommand,
@@ -133,7 +134,6 @@ export interface PreparedProcess {
   cancel(): Promise<void>;
 }
 
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** How long the helper may take to set the sandbox up (and, after `start()`, to exec). */
 const SETUP_TIMEOUT_MS = 10_000;
 /** Bound on waiting for a killed process to disappear. */
@@ -854,11 +854,15 @@ export async function startProcess(spec: ProcessSpec): Promise<ProcessRef> {
 }
 
 export interface ProcStat {
+  /** Field 2, without its parentheses. */
+  comm: string;
   state: string;
+  ppid: number;
+  session: number;
   startTime: string;
 }
 
-/** State and start time from /proc/PID/stat; undefined when there is no such process. */
+/** Name, state, parent, session and start time from /proc/PID/stat; undefined when there is no such process. */
 export function readStat(pid: number): ProcStat | undefined {
   let text: string;
   try {
@@ -871,7 +875,13 @@ export function readStat(pid: number): ProcStat | undefined {
   const state = rest[0]; // field 3
   const startTime = rest[19]; // field 22
   if (state === undefined || startTime === undefined) return undefined;
-  return { state, startTime };
+  return {
+    comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')),
+    state,
+    ppid: Number(rest[1]), // field 4
+    session: Number(rest[3]), // field 6
+    startTime,
+  };
 }
 
 function checkPid(pid: number): void {

@@ -6,9 +6,8 @@
  * member's namespace, bounded.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { DEFAULT_PATH, findProgram } from '../../kernel/run.js';
 import { notFound, WeftError } from '../../lib/errors.js';
-import { DEFAULT_PATH } from '../../net/process.js';
 import { alive, logTail, type ProcRef, runIn, spawnDetached } from './procs.js';
 import type { EtcdMemberRecord } from './record.js';
 import type { LabNs } from './underlay.js';
@@ -19,16 +18,8 @@ const HEALTH_TIMEOUT_MS = 20_000;
 
 /** Where `etcd` is on `env`'s PATH, or NOT_FOUND saying how to install it. */
 export function findEtcd(env: NodeJS.ProcessEnv = process.env): string {
-  for (const d of (env.PATH ?? DEFAULT_PATH).split(':')) {
-    if (!d) continue;
-    const p = path.join(d, 'etcd');
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
+  const found = findProgram('etcd', env.PATH ?? DEFAULT_PATH);
+  if (found) return found;
   throw notFound(
     'etcd is not installed: run `apt-get install etcd-server` (scripts/setup.sh installs it), or use --store embedded',
     { program: 'etcd', package: 'etcd-server' },

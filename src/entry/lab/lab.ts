@@ -31,10 +31,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Netns } from '../../kernel/netns.js';
+import { DEFAULT_PATH, findProgram } from '../../kernel/run.js';
 import { invalid, notFound, WeftError } from '../../lib/errors.js';
 import { formatIPNet, networkOf, parseIPNet } from '../../lib/ip.js';
 import { Rollback } from '../../lib/rollback.js';
-import { DEFAULT_PATH, execArgs, readLog } from '../../net/process.js';
+import { execArgs, readLog } from '../../net/process.js';
 import { ApiClient } from '../client.js';
 import { findEtcd, startMember, waitHealthy } from './etcd.js';
 import {
@@ -213,16 +214,7 @@ const DAEMON_NODE_FLAGS = ['--max-semi-space-size=2'];
 
 /** Programs a lab needs, on `env`'s PATH; NOT_FOUND naming the Debian package of the first one missing. */
 function checkTools(plan: LabPlan | undefined, env: NodeJS.ProcessEnv): void {
-  const dirs = (env.PATH ?? DEFAULT_PATH).split(':').filter(Boolean);
-  const has = (p: string) =>
-    dirs.some((d) => {
-      try {
-        fs.accessSync(path.join(d, p), fs.constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
+  const has = (p: string) => findProgram(p, env.PATH ?? DEFAULT_PATH) !== undefined;
   for (const [prog, pkg] of [
     ['busybox', 'busybox-static'],
     ['curl', 'curl'],
