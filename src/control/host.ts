@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Netns } from '../kernel/netns.js';
 import { invalid } from '../lib/errors.js';
+import { runDirFrom, socketFrom, stateDirFrom } from '../lib/paths.js';
 
 export interface Host {
   /** A name for logs and the lab (defaults to the machine's hostname). */
@@ -28,18 +29,10 @@ export interface HostOptions {
   socketPath?: string;
 }
 
-export const DEFAULT_STATE_DIR = '/var/lib/weft';
-export const DEFAULT_RUN_DIR = '/run/weft';
-
-/** Where the CLI finds the daemon: --socket, else $WEFT_SOCKET, else the default. */
-export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
-  return env.WEFT_SOCKET ?? path.join(env.WEFT_RUN_DIR ?? DEFAULT_RUN_DIR, 'weft.sock');
-}
-
 /** The Host this process runs on: its own namespace, dirs from options, env or defaults. */
 export function localHost(opts: HostOptions = {}, env: NodeJS.ProcessEnv = process.env): Host {
-  const stateDir = opts.stateDir ?? env.WEFT_STATE_DIR ?? DEFAULT_STATE_DIR;
-  const runDir = opts.runDir ?? env.WEFT_RUN_DIR ?? DEFAULT_RUN_DIR;
+  const stateDir = opts.stateDir ?? stateDirFrom(env);
+  const runDir = opts.runDir ?? runDirFrom(env);
   for (const [what, p] of [
     ['state dir', stateDir],
     ['run dir', runDir],
@@ -51,6 +44,6 @@ export function localHost(opts: HostOptions = {}, env: NodeJS.ProcessEnv = proce
     ns: Netns.self(),
     stateDir,
     runDir,
-    socketPath: opts.socketPath ?? env.WEFT_SOCKET ?? path.join(runDir, 'weft.sock'),
+    socketPath: opts.socketPath ?? socketFrom(env, runDir),
   };
 }

@@ -1,6 +1,6 @@
 /** Output helpers the commands share. */
 import type { Command } from 'commander';
-import { defaultSocketPath } from '../control/host.js';
+import { socketFrom } from '../lib/paths.js';
 import { ApiClient } from './client.js';
 
 /** A plain text table: columns padded to their widest cell. */
@@ -19,5 +19,5 @@ export function table(head: string[], rows: string[][]): string {
 /** The API client of the daemon the command talks to: --socket, else $WEFT_SOCKET, else the default. */
 export function daemonClient(cmd: Command): ApiClient {
   const socket = (cmd.optsWithGlobals() as { socket?: string }).socket;
-  return new ApiClient(socket ?? defaultSocketPath());
+  return new ApiClient(socket ?? socketFrom(process.env));
 }

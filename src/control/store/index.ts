@@ -10,7 +10,7 @@
  */
 import * as path from 'node:path';
 import { invalid } from '../../lib/errors.js';
-import { DEFAULT_STATE_DIR } from '../host.js';
+import { DEFAULT_STATE_DIR } from '../../lib/paths.js';
 import { type EmbeddedOptions, EmbeddedRegistry } from './embedded.js';
 import type { Registry } from './types.js';
 

@@ -9,16 +9,15 @@
 import * as net from 'node:net';
 import type { AttachRequest, AttachView } from '../../control/service.js';
 import { WeftError } from '../../lib/errors.js';
+import { socketFrom } from '../../lib/paths.js';
 import { errorFromBody } from '../edge.js';
 
-export const DEFAULT_SOCKET = '/run/weft/weft.sock';
-
-/** Where the daemon listens: the config's "socket", then $WEFT_SOCKET, then the default. */
+/** Where the daemon listens: the config's "socket", else where the CLI looks (lib/paths.ts). */
 export function socketPath(
   configured: string | undefined,
   env: Readonly<Record<string, string | undefined>>,
 ): string {
-  return configured ?? (env.WEFT_SOCKET || DEFAULT_SOCKET);
+  return configured ?? socketFrom(env);
 }
 
 /** What the plugin asks of the daemon (an interface, so the plugin's logic is tested with a fake). */

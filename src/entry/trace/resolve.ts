@@ -19,7 +19,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { defaultSocketPath } from '../../control/host.js';
 import { openHandle } from '../../kernel/handle.js';
 import { Netns } from '../../kernel/netns.js';
 import { invalid, isWeftError, notFound, WeftError } from '../../lib/errors.js';
@@ -34,6 +33,7 @@ import {
   parseIPNet,
   tryParseIP,
 } from '../../lib/ip.js';
+import { socketFrom } from '../../lib/paths.js';
 import type {
   ClusterInfo,
   Hints,
@@ -427,7 +427,7 @@ interface ApiContainerView {
  * This host and its daemon's containers. Throws UNAVAILABLE when the daemon does not answer
  * (its containers cannot be named without it).
  */
-export async function hostWorld(socket: string = defaultSocketPath()): Promise<World> {
+export async function hostWorld(socket: string = socketFrom(process.env)): Promise<World> {
   const api = new ApiClient(socket, 5000);
   const list = await api.request<ApiContainerView[]>('GET', '/v1/containers');
   let view: ClusterView | undefined;
