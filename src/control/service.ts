@@ -41,8 +41,13 @@ import type { EndpointRecord, HostState, NetworkRecord, PortRecord, SandboxRecor
 // ---- ports to the layers below (implemented over net/ in the daemon's composition root) ------
 
 export interface FirewallPort {
-  /** `repair`: also re-check what is normally only touched when networks change. */
-  apply(state: FirewallState, opts?: { repair?: boolean }): Promise<void>;
+  /**
+   * `repair`: also re-check what is normally only touched when networks change. `forget: false`:
+   * keep the connection-tracking entries of removed ports until `forgetRemoved` (a removal that
+   * may still fail and be applied back).
+   */
+  apply(state: FirewallState, opts?: { repair?: boolean; forget?: boolean }): Promise<void>;
+  forgetRemoved(): Promise<void>;
   remove(): Promise<void>;
 }
 
@@ -841,9 +846,10 @@ export class HostService {
               this.#d.state.endpoints({ sandboxId: s.id })[0]?.ifname === req.ifname),
         );
       if (list.length > 0) {
-        // Their firewall rules (and conntrack entries) go while their veths are deleted: the
-        // kernel holds each deletion ~17 ms (an RCU barrier), on the thread pool. A removal that
-        // fails keeps its records, and the firewall is applied again with them.
+        // Their firewall rules go while their veths are deleted: the kernel holds each deletion
+        // ~17 ms (an RCU barrier), on the thread pool. A removal that fails keeps its records,
+        // and the firewall is applied again with them; their connections' conntrack entries go
+        // only once the removal succeeded.
         const gone = new Set(list.map((s) => s.id));
         const removed = (async () => {
           for (const s of list) await this.#removeSandboxNow(s);
@@ -851,16 +857,20 @@ export class HostService {
           () => undefined,
           (error: unknown) => ({ error }),
         );
-        const fw = await this.#applyFirewall({ without: gone }).then(
+        const fw = await this.#applyFirewall({ without: gone, forget: false }).then(
           () => undefined,
           (error: unknown) => ({ error }),
         );
         const r = await removed;
         if (r) {
-          await this.#applyFirewall().catch(() => {});
+          if (fw) this.#log.warn('firewall apply failed too', { error: fw.error });
+          await this.#applyFirewall().catch((error: unknown) =>
+            this.#log.warn('firewall not applied again after a failed detach', { error }),
+          );
           throw r.error;
         }
         if (fw) throw fw.error;
+        await this.#d.firewall.forgetRemoved();
         await this.#applyDns();
         this.#log.info('detached', { owner: req.owner, containerId: req.containerId, removed: list.length });
       }
@@ -1185,7 +1195,10 @@ export class HostService {
       (error: unknown) => ({ error }),
     );
     const j = await joined;
-    if (j) throw j.error;
+    if (j) {
+      if (fw) this.#log.warn('firewall apply failed too', { error: fw.error });
+      throw j.error;
+    }
     if (fw) throw fw.error;
   }
 
@@ -1298,11 +1311,11 @@ export class HostService {
     await this.#applyDns();
   }
 
-  async #applyFirewall(opts: { repair?: boolean; without?: ReadonlySet<string> } = {}): Promise<void> {
-    await this.#d.firewall.apply(
-      this.#firewallState(opts.without),
-      opts.repair === undefined ? {} : { repair: opts.repair },
-    );
+  async #applyFirewall(
+    opts: { repair?: boolean; forget?: boolean; without?: ReadonlySet<string> } = {},
+  ): Promise<void> {
+    const { without, ...how } = opts;
+    await this.#d.firewall.apply(this.#firewallState(without), how);
   }
 
   async #applyDns(): Promise<void> {

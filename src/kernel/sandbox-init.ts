@@ -168,23 +168,23 @@ sub overlay_etc {
   return 1 if $layered;
   (-d $ovl || mkdir($ovl, 0700)) && syscall($nm, $tag, $ovl, $tmpfs, 0, $mode) == 0 or return 0;
   mkdir("$ovl/u") && mkdir("$ovl/w") or return 0;
-  my $o = "lowerdir=/etc,upperdir=$ovl/u,workdir=$ovl/w";
+  (my $oe = $ovl) =~ s/([\\,:])/\\$1/g; # overlayfs reads \ , and : escaped in its options
+  my $o = "lowerdir=/etc,upperdir=$oe/u,workdir=$oe/w";
   syscall($nm, $tag, $etc, $ovlfs, 0, $o) == 0 or return 0;
   $layered = 1;
 }
 sub empty_file { open(my $f, '>', $_[0]) or return 0; close($f) }
-sub bind_etc {
-  my ($src, $dst) = @_;
-  if (-l $dst) {
-    -f $dst or overlay_etc() && unlink($dst) && empty_file($dst) or return 0;
-  } elsif (!-e $dst) {
-    overlay_etc() && empty_file($dst) or return 0;
-  }
-  syscall($nm, $src, $dst, undef, 4096, undef) == 0;
+# An entry that is missing, or a link to no regular file, needs a file to bind onto: made in an
+# overlay of /etc, which goes on before any bind (binds made first would be hidden under it).
+sub unbindable { (-l $_[0] && !-f $_[0]) || !-e $_[0] }
+my @etc = ([$hosts, '/etc/hosts'], [$resolv, '/etc/resolv.conf'], [$hostf, '/etc/hostname']);
+!grep({ unbindable($_->[1]) } @etc) || overlay_etc() or fail('overlay /etc');
+for (@etc) {
+  my ($src, $dst) = @$_;
+  if (-l $dst && !-f $dst) { unlink($dst) && empty_file($dst) or fail("make $dst") }
+  elsif (!-e $dst) { empty_file($dst) or fail("make $dst") }
+  syscall($nm, $src, $dst, undef, 4096, undef) == 0 or fail("bind $dst");
 }
-bind_etc($hosts, '/etc/hosts') or fail('bind /etc/hosts');
-bind_etc($resolv, '/etc/resolv.conf') or fail('bind /etc/resolv.conf');
-bind_etc($hostf, '/etc/hostname') or fail('bind /etc/hostname');
 $cwd eq '' || chdir($cwd) or fail("chdir $cwd");
 say3('ready');
 alarm($ttl);

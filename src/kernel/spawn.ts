@@ -92,7 +92,8 @@ const signalNames = new Map<number, NodeJS.Signals>(
 function decode(status: number): ExitStatus {
   const sig = status & 0x7f;
   if (sig === 0) return { code: (status >> 8) & 0xff, signal: null };
-  return { code: null, signal: signalNames.get(sig) ?? 'SIGKILL' };
+  // Every signal that can end a process has a name in node; a number it lacks is kept as text.
+  return { code: null, signal: signalNames.get(sig) ?? (`SIG${sig}` as NodeJS.Signals) };
 }
 
 class Child implements Spawned {
@@ -245,17 +246,26 @@ export function spawnWithControlAsync(
   listen();
   inFlight++;
   return new Promise((resolve, reject) => {
-    f.spawn.async(s.pid, file, s.fa, s.attr, s.argv, s.envp, (err: unknown, rc: number) => {
+    try {
+      f.spawn.async(s.pid, file, s.fa, s.attr, s.argv, s.envp, (err: unknown, rc: number) => {
+        inFlight--;
+        try {
+          const child = finish(s, err ? -1 : rc, file);
+          // It may have ended before it was registered, its SIGCHLD handled without it.
+          reap();
+          resolve(child);
+        } catch (e) {
+          unlistenIfIdle();
+          reject(err ?? e);
+        }
+      });
+    } catch (e) {
+      // Refused before it was queued (koffi's own checks): the callback never comes.
       inFlight--;
-      try {
-        const child = finish(s, err ? -1 : rc, file);
-        // It may have ended before it was registered, its SIGCHLD handled without it.
-        reap();
-        resolve(child);
-      } catch (e) {
-        unlistenIfIdle();
-        reject(err ?? e);
-      }
-    });
+      release(s);
+      closeFd(s.ours);
+      unlistenIfIdle();
+      reject(e);
+    }
   });
 }

@@ -609,6 +609,22 @@ describe('sandbox process', needsRoot, () => {
       assert.ok(fs.lstatSync(path.join(outer, 'u', 'resolv.conf')).isSymbolicLink());
     });
 
+    test(`one missing /etc entry does not hide the binds of the others (${way})`, async (t) => {
+      const b = bed(t);
+      const c = sandboxNs(b);
+      const dir = tmpDir(b);
+      // /etc/hosts and /etc/resolv.conf regular files, /etc/hostname missing: the overlay that
+      // makes a file for hostname must go on before the other two are bound. The files' folder
+      // has a comma and a colon, which overlayfs's options must get escaped.
+      const wrap = outerEtc(path.join(dir, 'outer'), ['rm -f /etc/hostname', 'echo outer > /etc/hosts']);
+      const s = spec(dir, { netns: 'host', hostname: 'lone', filesDir: path.join(dir, 'files,a:b') });
+      const { ref: started } = await startFromChild(dir, s, c.ns.path, { wrap, way });
+      const ref = track(b, started);
+      assert.equal(await inside(ref, 'cat', '/etc/hosts'), s.files.hosts);
+      assert.equal(await inside(ref, 'cat', '/etc/resolv.conf'), s.files.resolvConf);
+      assert.equal(await inside(ref, 'cat', '/etc/hostname'), 'lone\n');
+    });
+
     test(`prepare sets the sandbox up and runs nothing; start execs the command in the same process (${way})`, async (t) => {
       const b = bed(t);
       const c = sandboxNs(b);
@@ -1118,6 +1134,44 @@ describe('sandbox process', needsRoot, () => {
         [],
       );
     }
+  });
+
+  test('an idle helper that dies as it takes a request: another takes it, unless its namespace was handed over', async (t) => {
+    const b = bed(t);
+    const c = sandboxNs(b);
+    const dir = tmpDir(b);
+    const st = newStarter(b);
+    // Stopped, so that the request reaches it and it answers nothing; then killed.
+    const stopped = async () => {
+      const idle = await idleOf(st, dir);
+      assert.ok(await until(() => nsInode(idle, 'net') !== nsInode('self', 'net')));
+      process.kill(idle, 'SIGSTOP');
+      return idle;
+    };
+
+    // The caller's namespace: nothing of the dead helper reached the caller, another one serves.
+    let idle = await stopped();
+    const s = spec(dir, { netns: c.ns, hostname: 'retried' });
+    const preparing = st.prepare(s);
+    process.kill(idle, 'SIGKILL');
+    const p = trackPrepared(b, await preparing);
+    assert.notEqual(p.pid, idle);
+    const ref = track(b, await p.start());
+    assert.equal(nsInode(ref.pid, 'net'), c.ns.inode);
+    assert.equal((await inside(ref, 'hostname')).trim(), 'retried');
+
+    // A pin: the dead helper's namespace was handed over at once, so no other helper may take
+    // the request (its command would run in another namespace). Both settle; no pin is left.
+    idle = await stopped();
+    const pin = path.join(dir, 'pins', 'dies');
+    const going = st.begin(spec(dir, { netns: { pin }, hostname: 'dies' }));
+    process.kill(idle, 'SIGKILL');
+    const ns = await going.netns;
+    assert.ok(ns !== 'host');
+    b.onCleanup(() => ns.close());
+    await assert.rejects(going.prepared, (e) => isWeftError(e));
+    assert.equal(fs.existsSync(pin), false);
+    assert.ok(await until(() => gone(idle)));
   });
 
   test('stopProcess escalates to SIGKILL, takes the process group, and spares a reused pid', async (t) => {

@@ -290,8 +290,10 @@ class Control {
       wake();
     };
     this.#sock = sock;
-    this.#sock.on('data', (d: Buffer) => {
-      const parts = (this.#partial + d.toString()).split('\n');
+    // Strings, not Buffers: a character split between two reads is joined first.
+    this.#sock.setEncoding('utf8');
+    this.#sock.on('data', (d: string) => {
+      const parts = (this.#partial + d).split('\n');
       this.#partial = parts.pop() ?? '';
       this.#lines.push(...parts);
       wake();
@@ -738,17 +740,28 @@ export class ProcessStarter {
     // here would start from nothing.
     if (this.#idle.length === 0 && this.#spawning) await this.#spawning;
     const idle = this.#take();
+    let handed = false;
+    const report =
+      onNetns &&
+      ((ns: Netns) => {
+        handed = true;
+        onNetns(ns);
+      });
     if (idle) {
       try {
-        return await idle.request(req, refill, onNetns);
+        return await idle.request(req, refill, report);
       } catch (e) {
-        if (!idle.vanished) throw e;
+        // Another helper takes the request only when the dead one left nothing of it: not a
+        // namespace handed over already (the command would run in another one), not a pin file
+        // (which may be its own, half made, or one that was there before: the caller's to clear).
+        const pin = isNewNetns(spec.netns) ? spec.netns.pin : undefined;
+        if (!idle.vanished || handed || (pin !== undefined && fs.existsSync(pin))) throw e;
         this.#log.warn('the idle sandbox helper died as it took a request; spawning another', {
           pid: idle.pid,
         });
       }
     }
-    return Helper.spawn(helper).request(req, refill, onNetns);
+    return Helper.spawn(helper).request(req, refill, report);
   }
 
   /**

@@ -207,7 +207,8 @@ describe('HostFirewall', needsRoot, () => {
     const b = bed(t);
     const { host, out, s1, s2 } = await world(b);
     await Promise.all([serve(b, s1, ['tcp:80']), serve(b, s2, ['tcp:80']), serve(b, out, ['tcp:80'])]);
-    const fw = firewall(b, { host: host.h });
+    // Sysctls read again 300 ms after the last read: long enough for the next few applies.
+    const fw = firewall(b, { host: host.h, sysctlRecheckMs: 300 });
     const state = stateWith([port('tcp', 8080, 80)]);
     await fw.apply(state);
     await fw.apply(state); // idempotent
@@ -215,12 +216,19 @@ describe('HostFirewall', needsRoot, () => {
     assert.equal(await run(b, host, 'nft', ['list', 'table', 'inet', 'weft']), renderTable(state));
     assert.equal(host.h.sysctl.get('net.ipv4.ip_forward'), '1');
     assert.equal(host.h.sysctl.get('net/ipv4/conf/wbr1/route_localnet'), '1');
-    // Sysctls are read and set when their list changes or on repair, not on every apply.
-    host.h.sysctl.set('net/ipv4/conf/wbr1/route_localnet', '0');
-    await fw.apply(state);
-    assert.equal(host.h.sysctl.get('net/ipv4/conf/wbr1/route_localnet'), '0', 'same list: not read again');
+    // Sysctls are read and set when their list changes, on repair, or once the recheck
+    // interval has passed; not on every apply.
+    const localnet = 'net/ipv4/conf/wbr1/route_localnet';
+    host.h.sysctl.set(localnet, '0');
+    const read = Date.now();
     await fw.apply(state, { repair: true });
-    assert.equal(host.h.sysctl.get('net/ipv4/conf/wbr1/route_localnet'), '1', 'repair sets it again');
+    assert.equal(host.h.sysctl.get(localnet), '1', 'repair sets it again');
+    host.h.sysctl.set(localnet, '0');
+    await fw.apply(state);
+    if (Date.now() - read < 300) assert.equal(host.h.sysctl.get(localnet), '0', 'same list: not read again');
+    await new Promise((r) => setTimeout(r, 320));
+    await fw.apply(state);
+    assert.equal(host.h.sysctl.get(localnet), '1', 'read again after the interval: set again');
     assert.equal(host.h.links.bridgePort('vethaaaaaaa').hairpin, true, 'the driver set hairpin mode');
     assert.equal(host.h.links.bridgePort('vethbbbbbbb').hairpin, true);
     assert.deepEqual(fw.applied, state);
@@ -277,6 +285,20 @@ describe('HostFirewall', needsRoot, () => {
     assert.ok((await ctCount(b, host, 'tcp', 8080)) > 0);
     assert.equal(await ctCount(b, host, 'udp', 6000), 1);
     assert.equal(await ctCount(b, host, 'udp', 5305), 1);
+
+    // A tentative removal (forget: false) keeps the entries, and a re-apply with the ports back
+    // leaves them be; a later forgetRemoved deletes the entries of ports still gone.
+    const counts = async () =>
+      [(await ctCount(b, host, 'tcp', 8080)) > 0, await ctCount(b, host, 'udp', 5305)] as const;
+    await fw.apply(stateWith([port('udp', 6000, 6000)]), { forget: false });
+    assert.deepEqual(await counts(), [true, 1], 'held back');
+    await fw.apply(stateWith(ports));
+    await fw.forgetRemoved();
+    assert.deepEqual(await counts(), [true, 1], 'the ports came back: kept');
+    await fw.apply(stateWith([port('tcp', 8080, 80), port('udp', 6000, 6000)]), { forget: false });
+    await fw.forgetRemoved();
+    assert.deepEqual(await counts(), [true, 0], 'forgotten once the removal is settled');
+    await fw.forgetRemoved();
 
     // Keep the single UDP port, drop the rest.
     await fw.apply(stateWith([port('udp', 6000, 6000)]));

@@ -6,7 +6,8 @@
  *   1. sysctls   `requiredSysctls(state)` in the host namespace (forwarding, br_netfilter for
  *                icc=false, route_localnet); a value that cannot be set fails the apply, a
  *                changed one is restored when a later step fails; skipped when the list is
- *                the previous apply's (a container coming or going), except on `repair`
+ *                the previous apply's (a container coming or going) and was read less than
+ *                `sysctlRecheckMs` ago, except on `repair`
  *   2. nftables  `renderTables(state)` as ONE `nft -f` batch (weft's `inet weft` table replaced
  *                atomically); undone by re-applying the previous state's table (or removing it)
  *   3. iptables  the coexistence piece (WEFT-FORWARD and its jump), per family: the current
@@ -73,6 +74,12 @@ export interface HostFirewallOptions {
   readonly tools?: Partial<Record<FirewallTool, string>>;
   /** Per-process time limit in ms (default 10 s). */
   readonly timeoutMs?: number;
+  /**
+   * Sysctls are read again on an apply at least this long after they were last read (default
+   * 1 s), even when their list is the same: something outside weft (`sysctl --system`) may have
+   * reset them, and no request would put them back otherwise.
+   */
+  readonly sysctlRecheckMs?: number;
 }
 
 interface Applied {
@@ -80,6 +87,8 @@ interface Applied {
   readonly plan: Plan;
   /** The sysctls ensured for it (key=value, in order). */
   readonly sysctls: string;
+  /** When they were last read (Date.now()). */
+  readonly sysctlsAt: number;
 }
 
 const EMPTY: FirewallState = { networks: [] };
@@ -115,11 +124,15 @@ const portKeyNow = (p: PlannedPort): string =>
 
 const portsOf = (plan: Plan | undefined): PlannedPort[] => plan?.networks.flatMap((n) => n.ports) ?? [];
 
-/** Ports of `prev` that `next` does not have (exactly). Pure. */
-export function removedPorts(prev: Plan | undefined, next: Plan | undefined): PlannedPort[] {
-  const keep = new Set(portsOf(next).map(portKey));
-  return portsOf(prev).filter((p) => !keep.has(portKey(p)));
+/** Those of `ports` that `plan` does not have (exactly). Pure. */
+function absentFrom(ports: readonly PlannedPort[], plan: Plan | undefined): PlannedPort[] {
+  const keep = new Set(portsOf(plan).map(portKey));
+  return ports.filter((p) => !keep.has(portKey(p)));
 }
+
+/** Ports of `prev` that `next` does not have (exactly). Pure. */
+export const removedPorts = (prev: Plan | undefined, next: Plan | undefined): PlannedPort[] =>
+  absentFrom(portsOf(prev), next);
 
 /** The conntrack entries a removed mapping leaves behind (see the note at the top). Pure. */
 export function conntrackFilter(p: PlannedPort): CtFilter {
@@ -142,7 +155,10 @@ export class HostFirewall {
   readonly #log: Logger;
   readonly #tools: Partial<Record<FirewallTool, string>>;
   readonly #timeoutMs: number;
+  readonly #sysctlRecheckMs: number;
   #last: Applied | undefined;
+  /** Ports removed by an apply with `forget: false`, whose conntrack entries are kept for now. */
+  #heldBack: PlannedPort[] = [];
   #queue: Promise<unknown> = Promise.resolve();
 
   /** @throws WeftError INVALID for a timeout that is not a positive integer of ms. */
@@ -155,6 +171,7 @@ export class HostFirewall {
     this.#log = (opts.log ?? nullLogger).child({ component: 'firewall' });
     this.#tools = { ...opts.tools };
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    this.#sysctlRecheckMs = opts.sysctlRecheckMs ?? 1_000;
     if (!Number.isInteger(this.#timeoutMs) || this.#timeoutMs <= 0) {
       throw new WeftError(
         'INVALID',
@@ -179,10 +196,24 @@ export class HostFirewall {
    *   does not finish in time.
    *
    * The iptables piece is re-synced only when the set of bridges changed, or with `repair`
-   * (start-up, periodic resync): a foreign rule inserted before weft's jump is then undone.
+   * (the daemon's start): a foreign rule inserted before weft's jump is then undone.
    */
-  apply(state: FirewallState, opts: { repair?: boolean } = {}): Promise<void> {
-    return this.#serial(() => this.#apply(state, opts.repair === true));
+  apply(state: FirewallState, opts: { repair?: boolean; forget?: boolean } = {}): Promise<void> {
+    return this.#serial(() => this.#apply(state, opts.repair === true, opts.forget !== false));
+  }
+
+  /**
+   * Delete the conntrack entries held back by an apply with `forget: false` (of ports that are
+   * still not in the applied state): for a removal that is tentative until something else has
+   * succeeded, so that a failure and a re-apply with the ports back leave their connections be.
+   * Failures are logged (see #forget).
+   */
+  forgetRemoved(): Promise<void> {
+    return this.#serial(async () => {
+      const held = this.#heldBack;
+      this.#heldBack = [];
+      this.#forget(held);
+    });
   }
 
   /**
@@ -210,7 +241,7 @@ export class HostFirewall {
     return run;
   }
 
-  async #apply(state: FirewallState, repair: boolean): Promise<void> {
+  async #apply(state: FirewallState, repair: boolean, forget: boolean): Promise<void> {
     // Everything that validates input comes before the first change.
     // (planFirewall validates; the renderings below cannot fail after it, so they are made
     // only when used.)
@@ -222,10 +253,14 @@ export class HostFirewall {
       ' ',
     );
     const prev = this.#last;
+    const now = Date.now();
+    // Read and set when the list changed, on repair, or a while after the last read: a burst of
+    // containers coming and going leaves them be (reading them all cost ~0.1 ms of each attach),
+    // and one reset from outside is put back by the next apply after the recheck interval.
+    const checkSysctls =
+      repair || !prev || prev.sysctls !== sysctlsKey || now - prev.sysctlsAt >= this.#sysctlRecheckMs;
     await transaction(async (rb) => {
-      // Read and set when the list changed (or on repair): a container coming or going leaves
-      // it as it is, and reading them all each time cost ~0.1 ms of every attach.
-      if (repair || !prev || prev.sysctls !== sysctlsKey) for (const s of sysctls) this.#ensureSysctl(s, rb);
+      if (checkSysctls) for (const s of sysctls) this.#ensureSysctl(s, rb);
       // Rules only when weft's table was applied before (chains in place): no hook is
       // registered again. Anything missing (drift, a first start) gets the whole table.
       let done = false;
@@ -261,12 +296,20 @@ export class HostFirewall {
         await this.#syncIptables(state, rb, prev?.state ?? EMPTY);
       }
     });
-    this.#last = { state, plan, sysctls: sysctlsKey };
+    this.#last = {
+      state,
+      plan,
+      sysctls: sysctlsKey,
+      sysctlsAt: checkSysctls ? now : (prev?.sysctlsAt ?? now),
+    };
     this.#log.info('firewall applied', {
       networks: plan.networks.length,
       ports: portsOf(plan).length,
     });
-    this.#forget(removedPorts(prev?.plan, plan));
+    // With those held back earlier that are still gone: forgotten now, or held back again.
+    const removed = absentFrom([...this.#heldBack, ...portsOf(prev?.plan)], plan);
+    this.#heldBack = forget ? [] : removed;
+    if (forget) this.#forget(removed);
   }
 
   async #remove(): Promise<void> {
@@ -275,7 +318,8 @@ export class HostFirewall {
     await this.#restore(renderIptablesRemoval(saved));
     const last = this.#last;
     this.#last = undefined;
-    this.#forget(portsOf(last?.plan));
+    this.#forget([...this.#heldBack, ...portsOf(last?.plan)]);
+    this.#heldBack = [];
     this.#log.info('firewall removed');
   }
 
