@@ -36,7 +36,8 @@ export interface RawResponse {
 }
 
 /**
- * One request on a unix socket; resolves with the status and body of the answer.
+ * One request on a unix socket; resolves with the status and body of the answer. A failure
+ * after the request went out carries `details.sent: true` (see mayHaveApplied).
  * @throws WeftError UNAVAILABLE (no daemon listening: ENOENT, ECONNREFUSED), TIMEOUT,
  *   INTERNAL (an answer that is not HTTP)
  */
@@ -56,11 +57,20 @@ export function rawRequest(
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const conn = net.createConnection(socket);
+    // Once the request is out, a failure without an answer leaves its outcome unknown.
+    let sent = false;
     const timer = setTimeout(() => {
       conn.destroy();
-      reject(new WeftError('TIMEOUT', `the weft daemon did not answer ${method} ${path} in ${timeoutMs} ms`));
+      reject(
+        new WeftError('TIMEOUT', `the weft daemon did not answer ${method} ${path} in ${timeoutMs} ms`, {
+          details: { socket, sent },
+        }),
+      );
     }, timeoutMs);
-    conn.on('connect', () => conn.write(head + payload));
+    conn.on('connect', () => {
+      sent = true;
+      conn.write(head + payload);
+    });
     conn.on('data', (c: Buffer) => chunks.push(c));
     conn.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
@@ -71,8 +81,7 @@ export function rawRequest(
           down
             ? `the weft daemon is not running (no answer on ${socket})`
             : `cannot reach the weft daemon at ${socket}: ${e.message}`,
-          // `reached: false` tells "nobody listens" from the daemon's own 503 (still starting).
-          { cause: e, details: { socket, reached: false } },
+          { cause: e, details: { socket, sent } },
         ),
       );
     });
@@ -82,6 +91,7 @@ export function rawRequest(
       try {
         resolve(parseResponse(Buffer.concat(chunks)));
       } catch (e) {
+        if (e instanceof WeftError) e.details.sent = true;
         reject(e);
       }
     });
@@ -115,6 +125,15 @@ export function parseResponse(buf: Buffer): RawResponse {
     if (cl) body = body.subarray(0, Number(cl[1]));
   }
   return { status: Number(m[1]), body: body.toString('utf8') };
+}
+
+/**
+ * Whether the daemon may have carried out a request that failed: it went out and no answer came
+ * (a timeout, a connection broken midway, an answer that is not HTTP). An error the daemon
+ * answered, or a daemon nobody listens for, did nothing.
+ */
+export function mayHaveApplied(e: unknown): boolean {
+  return (e as { details?: { sent?: unknown } } | null)?.details?.sent === true;
 }
 
 /** The daemon's API as the plugin uses it. Every method throws the daemon's WeftError. */

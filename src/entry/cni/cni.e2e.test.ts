@@ -151,7 +151,7 @@ describe('CNI plugin through its executable', needsRoot, () => {
       assert.ok(hl?.master, 'the host end is on a bridge');
       assert.ok(await b.ping(c, `${SUBNET}.1`), 'the container reaches its gateway');
       // The plugin's record, and the daemon's.
-      assert.ok(fs.existsSync(path.join(tmp, 'data', 'cninet', `${env('ADD').CNI_CONTAINERID}-eth0.json`)));
+      assert.ok(fs.existsSync(path.join(tmp, 'data', 'cninet', `${env('ADD').CNI_CONTAINERID}:eth0.json`)));
       assert.ok((await attachments()).some((a) => a.containerId === env('ADD').CNI_CONTAINERID));
 
       if (v >= '0.4.0') {
@@ -181,7 +181,7 @@ describe('CNI plugin through its executable', needsRoot, () => {
       assert.equal(del.stdout, '');
       assert.deepEqual(await b.ipJson(c, 'link', 'show', 'type', 'veth'), [], 'eth0 is gone');
       assert.ok(!(await hostLinks()).includes(hostIf!.name), 'the host end is gone');
-      assert.ok(!fs.existsSync(path.join(tmp, 'data', 'cninet', `${env('ADD').CNI_CONTAINERID}-eth0.json`)));
+      assert.ok(!fs.existsSync(path.join(tmp, 'data', 'cninet', `${env('ADD').CNI_CONTAINERID}:eth0.json`)));
     });
   }
 
@@ -291,6 +291,26 @@ describe('CNI plugin through its executable', needsRoot, () => {
     assert.equal((await weft(env('DEL'), cfg)).code, 0);
   });
 
+  test('without CNI_COMMAND: the supported versions on stderr, exit 0', async () => {
+    const r = await weft({ CNI_CONTAINERID: 'x' }, conf('1.0.0'));
+    assert.equal(r.code, 0, r.stdout);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /CNI protocol versions supported: 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
+  });
+
+  test('DEL after an ADD refused for its config (sctp port mapping) succeeds', async () => {
+    const { env } = container('sctp');
+    const cfg = conf('1.0.0', {
+      capabilities: { portMappings: true },
+      runtimeConfig: { portMappings: [{ hostPort: 18091, containerPort: 80, protocol: 'sctp' }] },
+    });
+    const add = await weft(env('ADD'), cfg);
+    assert.equal(add.json?.code, 7, add.stdout);
+    const del = await weft(env('DEL'), cfg);
+    assert.equal(del.code, 0, del.stdout);
+    assert.equal(del.stdout, '');
+  });
+
   test('DEL is idempotent: twice, and after the namespace is gone', async () => {
     const { c, env } = container('gone');
     const add = await weft(env('ADD'), conf('1.0.0'));
@@ -318,7 +338,7 @@ describe('CNI plugin through its executable', needsRoot, () => {
     const down = await weft(env('ADD'), conf('1.0.0'));
     assert.equal(down.json?.code, 11, 'daemon down: try again later');
     const st = await weft({ CNI_COMMAND: 'STATUS' }, conf('1.1.0'));
-    assert.equal(st.json?.code, 11);
+    assert.equal(st.json?.code, 50, 'STATUS: the plugin is not available');
     d = await d.restart();
     assert.equal(
       (await weft(env('CHECK'), conf('1.0.0', { prevResult: prev }))).code,
@@ -363,7 +383,6 @@ describe('CNI plugin through its executable', needsRoot, () => {
     const cases: [string, Record<string, string>, unknown, number][] = [
       ['malformed JSON', env('ADD'), '{"cniVersion": "1.0.0", ', 6],
       ['missing CNI_NETNS', { ...env('ADD'), CNI_NETNS: '' }, conf('1.0.0'), 4],
-      ['missing CNI_COMMAND', { CNI_CONTAINERID: 'x' }, conf('1.0.0'), 4],
       ['unknown network', env('ADD'), conf('1.0.0', { network: 'nosuchnet' }), 7],
       ['unsupported version', env('ADD'), conf('0.2.0'), 1],
       [

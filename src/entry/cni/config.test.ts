@@ -154,6 +154,40 @@ describe('CNI network configuration', () => {
     assert.throws(() => parseConfig(conf({ prevResult: { ips: [{ address: 'x' }] } }), 'CHECK'), code(6));
   });
 
+  test('DEL reads only cniVersion, name, socket and dataDir; a bad prevResult counts as absent', () => {
+    const c = parseConfig(
+      conf({
+        socket: '/tmp/w.sock',
+        dataDir: '/tmp/data',
+        network: 3,
+        ipMasq: 'yes',
+        mtu: 1,
+        ipam: { type: 'host-local' },
+        args: { cni: { ips: 5 } },
+        runtimeConfig: { portMappings: [{ hostPort: 0, containerPort: 80, protocol: 'sctp' }] },
+        prevResult: { ips: [{ address: 'x' }] },
+      }),
+      'DEL',
+    );
+    assert.equal(c.name, 'net1');
+    assert.equal(c.socket, '/tmp/w.sock');
+    assert.equal(c.dataDir, '/tmp/data');
+    assert.equal(c.prevResult, undefined);
+    assert.deepEqual(c.runtime, { ports: [], ips: [], aliases: [] });
+    for (const [s, c] of [
+      ['{', 6],
+      ['[]', 6],
+      [JSON.stringify({ name: 'net1' }), 1],
+      [conf({ cniVersion: '0.2.0' }), 1],
+      [conf({ name: undefined }), 7],
+      [conf({ name: 'bad name' }), 7],
+      [conf({ socket: 'rel.sock' }), 7],
+      [conf({ dataDir: '' }), 7],
+    ] as const) {
+      assert.throws(() => parseConfig(s, 'DEL'), code(c), s);
+    }
+  });
+
   test('GC reads cni.dev/valid-attachments (and the older cni.dev/attachments)', () => {
     const list = [{ containerID: 'a', ifname: 'eth0' }];
     assert.deepEqual(
@@ -225,6 +259,9 @@ describe('error codes', () => {
     assert.equal(cniCodeFor('NOT_FOUND', 'CHECK'), 3);
     assert.equal(cniCodeFor('CONFLICT', 'CHECK'), 100);
     assert.equal(cniCodeFor('NOT_FOUND', 'STATUS'), 50);
+    assert.equal(cniCodeFor('UNAVAILABLE', 'STATUS'), 50);
+    assert.equal(cniCodeFor('TIMEOUT', 'STATUS'), 50);
+    assert.equal(cniCodeFor('UNAVAILABLE', 'CHECK'), 11);
     assert.equal(cniCodeFor('INTERNAL', 'ADD'), 999);
     assert.deepEqual(new CniError(7, 'm').toJSON('1.0.0'), { cniVersion: '1.0.0', code: 7, msg: 'm' });
     assert.deepEqual(new CniError(7, 'm', 'd').toJSON('0.4.0'), {

@@ -134,7 +134,7 @@ export function versionOf(stdin: string): string {
 }
 
 /**
- * Parse the network configuration from stdin.
+ * Parse the network configuration from stdin. DEL reads only the fields it uses (see delConfig).
  * @throws CniError 6 (not JSON, a malformed prevResult), 1 (a cniVersion weft does not speak),
  *   7 (a missing name, a field of the wrong type or out of range), 2 (a field weft does not
  *   support: `ipam`)
@@ -164,6 +164,19 @@ export function parseConfig(stdin: string, command: Command): NetConf {
   const name = raw.name;
   if (typeof name !== 'string' || name === '') bad('missing network name');
   if (!NETWORK_NAME_RE.test(name as string)) bad(`invalid network name "${String(name)}"`);
+  const optString = (k: string): string | undefined => {
+    const v = raw[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || v === '') bad(`"${k}" must be a non-empty string`, JSON.stringify(v));
+    return v as string;
+  };
+  const socket = optString('socket');
+  if (socket !== undefined && !socket.startsWith('/'))
+    bad(`"socket" must be an absolute path, not "${socket}"`);
+  const dataDir = optString('dataDir');
+  if (dataDir !== undefined && !dataDir.startsWith('/'))
+    bad(`"dataDir" must be an absolute path, not "${dataDir}"`);
+  if (command === 'DEL') return delConfig(raw, version, name as string, socket, dataDir);
   if (raw.ipam !== undefined) {
     throw new CniError(
       CniCode.UnsupportedField,
@@ -171,19 +184,7 @@ export function parseConfig(stdin: string, command: Command): NetConf {
       'weft allocates addresses itself, from the subnets of the weft network',
     );
   }
-  const optString = (k: string): string | undefined => {
-    const v = raw[k];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string' || v === '') bad(`"${k}" must be a non-empty string`, JSON.stringify(v));
-    return v as string;
-  };
   const network = optString('network');
-  const socket = optString('socket');
-  if (socket !== undefined && !socket.startsWith('/'))
-    bad(`"socket" must be an absolute path, not "${socket}"`);
-  const dataDir = optString('dataDir');
-  if (dataDir !== undefined && !dataDir.startsWith('/'))
-    bad(`"dataDir" must be an absolute path, not "${dataDir}"`);
   let ipMasq: boolean | undefined;
   if (raw.ipMasq !== undefined) {
     if (typeof raw.ipMasq !== 'boolean') bad('"ipMasq" must be true or false', JSON.stringify(raw.ipMasq));
@@ -230,6 +231,39 @@ export function parseConfig(stdin: string, command: Command): NetConf {
     ...(argsMac !== undefined && { argsMac }),
     ...(prevResult !== undefined && { prevResult }),
     ...(validAttachments !== undefined && { validAttachments }),
+  };
+}
+
+/**
+ * DEL's config: only what DEL uses (the name, the socket, the cache dir; the attachment is named
+ * by the environment). A runtime calls DEL to clean up after a failed ADD, often with the very
+ * config that made the ADD fail (an sctp port mapping, a bad mtu): DEL must not fail on it. An
+ * undecodable prevResult counts as absent.
+ */
+function delConfig(
+  raw: Record<string, unknown>,
+  cniVersion: CniVersion,
+  name: string,
+  socket: string | undefined,
+  dataDir: string | undefined,
+): NetConf {
+  let prevResult: CniResult | undefined;
+  if (raw.prevResult !== undefined && raw.prevResult !== null) {
+    try {
+      prevResult = decodeResult(raw.prevResult, cniVersion);
+    } catch {
+      prevResult = undefined;
+    }
+  }
+  return {
+    cniVersion,
+    name,
+    type: typeof raw.type === 'string' ? raw.type : 'weft',
+    ...(socket !== undefined && { socket }),
+    ...(dataDir !== undefined && { dataDir }),
+    runtime: { ports: [], ips: [], aliases: [] },
+    argsIps: [],
+    ...(prevResult !== undefined && { prevResult }),
   };
 }
 

@@ -59,15 +59,15 @@ export type Command = 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC' | 'VERSION';
  * The CNI code for an error the daemon (or the client) reported with a weft code.
  * UNAVAILABLE/TIMEOUT/BUSY are transient (11); INVALID/CONFLICT/EXISTS/NOT_FOUND mean the
  * configuration (network, address, port, MAC) cannot be honoured (7), except for CHECK, where
- * NOT_FOUND is an unknown container (3) and CONFLICT is drift (100); STATUS answers 50 for a
- * daemon that answers but cannot serve ADD.
+ * NOT_FOUND is an unknown container (3) and CONFLICT is drift (100). STATUS answers 50 ("the
+ * plugin is not available") for all of these: 11 is not a STATUS code in the spec.
  */
 export function cniCodeFor(code: ErrorCode, command: Command): number {
   switch (code) {
     case 'UNAVAILABLE':
     case 'TIMEOUT':
     case 'BUSY':
-      return CniCode.TryAgainLater;
+      return command === 'STATUS' ? CniCode.NotAvailable : CniCode.TryAgainLater;
     case 'NOT_FOUND':
       if (command === 'CHECK') return CniCode.UnknownContainer;
       if (command === 'STATUS') return CniCode.NotAvailable;

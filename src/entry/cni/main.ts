@@ -51,9 +51,11 @@ function readStdin(): string {
 async function main(): Promise<number> {
   const env = process.env;
   if (!env.CNI_COMMAND) {
+    // Run by hand, as libcni's skel answers: the about text, exit 0, stdin never read.
     process.stderr.write(
       `CNI plugin weft (a client of the weft daemon)\nCNI protocol versions supported: ${SUPPORTED_VERSIONS.join(', ')}\n`,
     );
+    return 0;
   }
   let stdin = '';
   // VERSION may come without a config (or from a terminal): do not wait for one then.

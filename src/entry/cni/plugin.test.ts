@@ -3,6 +3,7 @@
  * GC's scope, CHECK's comparison, and that a failed ADD leaves nothing behind.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
 import type { AttachRequest, AttachView } from '../../control/service.js';
 import { WeftError } from '../../lib/errors.js';
@@ -22,10 +23,14 @@ class FakeDaemon implements Daemon {
   readonly calls: string[] = [];
   problems: string[] = [];
   next = 2;
+  /** Runs between the daemon's attach and its answer (while the plugin waits). */
+  afterAttach: (() => Promise<void>) | undefined;
+  /** Attach, then answer with this error (a timeout after the daemon did the work). */
+  failAfterAttach: WeftError | undefined;
 
   #up(): void {
     if (this.state === 'down')
-      throw new WeftError('UNAVAILABLE', 'the weft daemon is not running', { details: { reached: false } });
+      throw new WeftError('UNAVAILABLE', 'the weft daemon is not running', { details: { sent: false } });
     if (this.state === 'starting')
       throw new WeftError('UNAVAILABLE', 'the daemon is starting: restoring state');
   }
@@ -69,6 +74,8 @@ class FakeDaemon implements Daemon {
       })),
     };
     this.views.set(key, v);
+    await this.afterAttach?.();
+    if (this.failAfterAttach) throw this.failAfterAttach;
     return v;
   }
   async detach(_owner: string, containerId: string, ifname: string): Promise<{ removed: number }> {
@@ -102,8 +109,11 @@ class FakeDaemon implements Daemon {
 class MemCache implements Cache {
   readonly m = new Map<string, CacheEntry>();
   failWrites = false;
+  /** Fail only the write that completes a record (after the daemon's attach). */
+  failCompletion = false;
   write(e: CacheEntry): void {
-    if (this.failWrites) throw new CniError(CniCode.IOFailure, 'cannot write the result cache: disk full');
+    if (this.failWrites || (this.failCompletion && !e.pending))
+      throw new CniError(CniCode.IOFailure, 'cannot write the result cache: disk full');
     this.m.set(`${e.name}/${e.containerId}/${e.ifname}`, e);
   }
   read(name: string, c: string, i: string) {
@@ -228,6 +238,20 @@ describe('CNI plugin commands (fake daemon)', () => {
     const r = await run(add('c1'), base());
     assert.equal(r.json?.code, 5);
     assert.equal(daemon.views.size, 0);
+    assert.deepEqual(daemon.calls, [], 'no record, no attach');
+    cache.failWrites = false;
+    cache.failCompletion = true;
+    assert.equal((await run(add('c1'), base())).json?.code, 5);
+    assert.equal(daemon.views.size, 0);
+    assert.equal(cache.m.size, 0);
+    // The attachment cannot be undone either: its pending record keeps it owned.
+    const detach = daemon.detach.bind(daemon);
+    daemon.detach = async () => {
+      throw new WeftError('BUSY', 'the daemon is busy');
+    };
+    assert.equal((await run(add('c1'), base())).json?.code, 5);
+    assert.equal(cache.read('net1', 'c1', 'eth0')?.pending, true);
+    daemon.detach = detach;
   });
 
   test('ADD again for the same container answers the same; a stale netns is replaced', async () => {
@@ -253,6 +277,47 @@ describe('CNI plugin commands (fake daemon)', () => {
     assert.equal((await run(del, base())).json?.code, 11);
   });
 
+  test('DEL reads only what it needs: cleanup after an ADD refused for its config succeeds', async () => {
+    const { run, daemon, cache } = setup();
+    const sctp = {
+      runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'sctp' }] },
+    };
+    assert.equal((await run(add('c1'), base('1.0.0', sctp))).json?.code, 7, 'ADD refuses sctp');
+    assert.equal((await run(add('c2', '/run/netns/c2'), base('1.0.0'))).exitCode, 0);
+    const del = (id: string) => ({ CNI_COMMAND: 'DEL', CNI_CONTAINERID: id });
+    for (const extra of [
+      sctp,
+      { runtimeConfig: { portMappings: [{ hostPort: 0, containerPort: 80 }] } },
+      { runtimeConfig: [] },
+      { runtimeConfig: { ips: '10.0.0.1', aliases: 'x' } },
+      { prevResult: { ips: [{ address: 'x' }] } },
+      { prevResult: 'garbage' },
+      { mtu: 'x' },
+      { ipMasq: 'yes' },
+      { args: { cni: { ips: 5, mac: 7 } } },
+      { ipam: { type: 'host-local' } },
+      { network: 3 },
+    ]) {
+      daemon.calls.length = 0;
+      const r = await run(del('c1'), base('1.0.0', extra));
+      assert.equal(r.exitCode, 0, `${JSON.stringify(extra)}: ${r.stdout}`);
+      assert.equal(r.stdout, '');
+      assert.deepEqual(daemon.calls, ['detach c1'], JSON.stringify(extra));
+    }
+    assert.equal((await run({ ...del('c1'), CNI_ARGS: 'BOGUS=1;IP=nope' }, base('1.0.0'))).exitCode, 0);
+    // An attachment that exists goes, whatever the rest of the config says.
+    const r = await run(del('c2'), base('1.0.0', { ...sctp, mtu: 'x', prevResult: 'garbage' }));
+    assert.equal(r.exitCode, 0, r.stdout);
+    assert.equal(daemon.views.size, 0);
+    assert.equal(cache.m.size, 0);
+    // What DEL does need is still checked.
+    assert.equal((await run(del('c1'), '{not json')).json?.code, 6);
+    assert.equal((await run(del('c1'), { name: 'net1', type: 'weft' })).json?.code, 1);
+    assert.equal((await run(del('c1'), { cniVersion: '1.0.0', type: 'weft' })).json?.code, 7);
+    assert.equal((await run(del('c1'), base('1.0.0', { socket: 'rel.sock' }))).json?.code, 7);
+    assert.equal((await run(del('c1'), base('1.0.0', { dataDir: 3 }))).json?.code, 7);
+  });
+
   test('CHECK: versions before 0.4.0 refused (1), needs prevResult (7), drift is 100, unknown is 3', async () => {
     const { run, daemon } = setup();
     const r = await run(add('c1'), base('1.0.0'));
@@ -275,7 +340,7 @@ describe('CNI plugin commands (fake daemon)', () => {
     );
   });
 
-  test('STATUS: 1.1.0 only; daemon down 11, starting 50, unknown network 50', async () => {
+  test('STATUS: 1.1.0 only; daemon down, starting or without the network: 50', async () => {
     const { run, daemon } = setup();
     const st = { CNI_COMMAND: 'STATUS' };
     assert.equal((await run(st, base())).exitCode, 0);
@@ -284,7 +349,10 @@ describe('CNI plugin commands (fake daemon)', () => {
     daemon.state = 'starting';
     assert.equal((await run(st, base())).json?.code, 50);
     daemon.state = 'down';
-    assert.equal((await run(st, base())).json?.code, 11);
+    const down = await run(st, base());
+    assert.equal(down.exitCode, 1);
+    assert.equal(down.json?.code, 50);
+    assert.match(String(down.json?.msg), /not running/);
   });
 
   test('GC removes what is not valid, on its own network and CNI network only', async () => {
@@ -301,6 +369,93 @@ describe('CNI plugin commands (fake daemon)', () => {
     assert.deepEqual([...daemon.views.keys()].sort(), ['keep/eth0', 'othercni/eth0', 'otherweb/eth0']);
     assert.equal(cache.read('net1', 'stale', 'eth0'), undefined);
     assert.equal((await run({ CNI_COMMAND: 'GC' }, base('1.0.0'))).json?.code, 1);
+  });
+
+  test('ADD records its attachment (pending) before the attach: GC of another network leaves it', async () => {
+    const { run, daemon, cache } = setup();
+    let during: CacheEntry | undefined;
+    let gc: Awaited<ReturnType<typeof run>> | undefined;
+    daemon.afterAttach = async () => {
+      daemon.afterAttach = undefined;
+      during = cache.read('net1', 'c1', 'eth0');
+      // Another CNI network on the same weft network collects its garbage meanwhile.
+      gc = await run({ CNI_COMMAND: 'GC' }, { ...base(), name: 'net2' });
+    };
+    const r = await run(add('c1'), base());
+    assert.equal(r.exitCode, 0, r.stdout);
+    assert.equal(during?.pending, true);
+    assert.equal(during?.name, 'net1');
+    assert.equal(gc?.exitCode, 0, gc?.stdout);
+    assert.ok(daemon.views.has('c1/eth0'), 'the other network left it');
+    const done = cache.read('net1', 'c1', 'eth0');
+    assert.equal(done?.pending, undefined);
+    assert.equal(done?.network, 'bridge');
+    assert.ok(done?.result);
+  });
+
+  test('GC takes only attachments with a record of its own network, pending ones too', async () => {
+    const { run, daemon, cache } = setup();
+    // No record: made by an older plugin (an ADD still running, or killed), or by another dataDir.
+    await daemon.attach({ owner: 'cni', containerId: 'norecord', netns: '/run/netns/c1', ifname: 'eth0' });
+    // An ADD of net1 killed between the attach and the completed record.
+    await daemon.attach({ owner: 'cni', containerId: 'killed', netns: '/run/netns/c2', ifname: 'eth0' });
+    cache.write({
+      kind: 'weft-cni-result',
+      name: 'net1',
+      network: 'bridge',
+      containerId: 'killed',
+      ifname: 'eth0',
+      netns: '/run/netns/c2',
+      cniVersion: '1.1.0',
+      pending: true,
+      result: null,
+      created: new Date().toISOString(),
+    });
+    const gc = { CNI_COMMAND: 'GC' };
+    assert.equal((await run(gc, { ...base(), name: 'net2' })).exitCode, 0);
+    assert.deepEqual([...daemon.views.keys()].sort(), ['killed/eth0', 'norecord/eth0']);
+    assert.equal((await run(gc, base())).exitCode, 0);
+    assert.deepEqual([...daemon.views.keys()], ['norecord/eth0']);
+    assert.equal(cache.m.size, 0);
+  });
+
+  test('a failed ADD removes its pending record, unless the daemon may have attached', async () => {
+    const { run, daemon, cache } = setup();
+    assert.equal((await run(add('c1'), base('1.1.0', { network: 'nope' }))).json?.code, 7);
+    daemon.state = 'down';
+    assert.equal((await run(add('c1'), base())).json?.code, 11);
+    daemon.state = 'up';
+    assert.equal(cache.m.size, 0);
+    // The daemon attached but its answer never came: the record stays, so DEL or GC finds it.
+    daemon.failAfterAttach = new WeftError('TIMEOUT', 'the weft daemon did not answer', {
+      details: { sent: true },
+    });
+    assert.equal((await run(add('c2', '/run/netns/c2'), base())).json?.code, 11);
+    daemon.failAfterAttach = undefined;
+    assert.equal(cache.read('net1', 'c2', 'eth0')?.pending, true);
+    assert.equal((await run({ CNI_COMMAND: 'GC' }, base())).exitCode, 0);
+    assert.equal(daemon.views.size, 0);
+    assert.equal(cache.m.size, 0);
+    // A record that was there before a failed ADD is not the failed ADD's to remove.
+    await run(add('c3', '/run/netns/c3'), base());
+    daemon.state = 'down';
+    await run(add('c3', '/run/netns/c3'), base());
+    assert.equal(cache.read('net1', 'c3', 'eth0')?.pending, undefined);
+    assert.ok(cache.read('net1', 'c3', 'eth0'));
+  });
+
+  test('a GC whose detach fails keeps the record, so the next GC still owns the attachment', async () => {
+    const { run, daemon, cache } = setup();
+    await run(add('stale'), base());
+    const detach = daemon.detach.bind(daemon);
+    daemon.detach = async () => {
+      throw new WeftError('BUSY', 'the daemon is busy');
+    };
+    assert.equal((await run({ CNI_COMMAND: 'GC' }, base())).json?.code, 11);
+    assert.ok(cache.read('net1', 'stale', 'eth0'));
+    daemon.detach = detach;
+    assert.equal((await run({ CNI_COMMAND: 'GC' }, base())).exitCode, 0);
+    assert.equal(daemon.views.size, 0);
   });
 
   test('bad input never reaches the daemon', async () => {
@@ -320,5 +475,36 @@ describe('CNI plugin commands (fake daemon)', () => {
       assert.doesNotMatch(r.stdout, /\n\s+at /);
     }
     assert.deepEqual(daemon.calls, []);
+  });
+});
+
+describe('the plugin executable', () => {
+  test('without CNI_COMMAND: the versions on stderr, exit 0, stdin never read', async () => {
+    const main = new URL('./main.ts', import.meta.url).pathname;
+    const env = { ...process.env };
+    delete env.CNI_COMMAND;
+    const child = spawn(process.execPath, ['--import', 'tsx', main], {
+      env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    // stdin stays open: a plugin that waits for it never exits.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      child.on('close', (c, s) => resolve([c, s])),
+    );
+    clearTimeout(timer);
+    child.stdin.destroy();
+    assert.equal(signal, null, 'it exited on its own');
+    assert.equal(code, 0, stderr);
+    assert.equal(stdout, '');
+    assert.match(stderr, /CNI protocol versions supported: 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
   });
 });

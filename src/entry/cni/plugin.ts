@@ -4,14 +4,16 @@
  * exit status; the daemon, the result cache and the namespace check come in as dependencies so
  * that this logic is tested without a daemon or root.
  *
- *   ADD      validate everything, then POST /v1/attachments (the daemon makes the veth, addresses,
- *            routes and published ports in one transaction); the result in the config's version
- *   DEL      DELETE /v1/attachments/cni/<id>?ifname=…: idempotent, also without a netns
+ *   ADD      validate everything, record the attachment as pending in the cache, then POST
+ *            /v1/attachments (the daemon makes the veth, addresses, routes and published ports in
+ *            one transaction) and complete the record; the result in the config's version
+ *   DEL      DELETE /v1/attachments/cni/<id>?ifname=…: idempotent, also without a netns, and
+ *            blind to the config fields only ADD uses
  *   CHECK    (cniVersion >= 0.4.0) the daemon's check of the kernel state, then the prevResult's
  *            addresses, MAC and sandbox against the daemon's record: drift is error 100
- *   STATUS   (>= 1.1.0) the daemon answers /readyz and knows the network: else 11 / 50
- *   GC       (>= 1.1.0) remove this network's attachments that are not in
- *            cni.dev/valid-attachments
+ *   STATUS   (>= 1.1.0) the daemon answers /readyz and knows the network: else 50
+ *   GC       (>= 1.1.0) remove the attachments recorded for this CNI network (on its weft
+ *            network) that are not in cni.dev/valid-attachments
  *   VERSION  the versions weft speaks
  *
  * Errors are CNI error objects on stdout with a non-zero exit; never a stack trace on stdout.
@@ -19,7 +21,7 @@
 import type { AttachRequest, AttachView } from '../../control/service.js';
 import type { Cache } from './cache.js';
 import { DEFAULT_DATA_DIR } from './cache.js';
-import { type Daemon, socketPath } from './client.js';
+import { type Daemon, mayHaveApplied, socketPath } from './client.js';
 import {
   type CniArgs,
   type CniEnv,
@@ -220,34 +222,65 @@ async function add(ctx: Ctx): Promise<string> {
   checkNetns(ctx);
   const req = attachRequest(env, conf, args);
   await checkNetworkSettings(ctx);
-  let view = await ctx.daemon.attach(req);
-  if (view.netns !== null && view.netns !== env.netns) {
-    // An attachment of that id for another namespace: a container whose DEL never came. The
-    // runtime has moved on; replace it.
-    ctx.deps.warn?.(`replacing a stale attachment of ${env.containerId}/${env.ifname} (netns ${view.netns})`);
-    await ctx.daemon.detach(OWNER, env.containerId, env.ifname);
+  const record = {
+    kind: 'weft-cni-result',
+    name: conf.name,
+    containerId: env.containerId,
+    ifname: env.ifname,
+    netns: env.netns,
+    cniVersion: conf.cniVersion,
+  } as const;
+  // Owned before it exists: GC of another CNI network must never see this attachment unrecorded
+  // (while the daemon works, or after this process dies). A record already there (ADD again)
+  // owns it already.
+  const wrote = ctx.cache.read(conf.name, env.containerId, env.ifname) === undefined;
+  if (wrote) {
+    ctx.cache.write({
+      ...record,
+      network: conf.network ?? DEFAULT_NETWORK,
+      pending: true,
+      result: null,
+      created: new Date().toISOString(),
+    });
+  }
+  let view: AttachView;
+  try {
     view = await ctx.daemon.attach(req);
+    if (view.netns !== null && view.netns !== env.netns) {
+      // An attachment of that id for another namespace: a container whose DEL never came. The
+      // runtime has moved on; replace it.
+      ctx.deps.warn?.(
+        `replacing a stale attachment of ${env.containerId}/${env.ifname} (netns ${view.netns})`,
+      );
+      await ctx.daemon.detach(OWNER, env.containerId, env.ifname);
+      view = await ctx.daemon.attach(req);
+    }
+  } catch (e) {
+    // The record goes only when nothing can be attached: else DEL or this network's GC needs it.
+    if (wrote && !mayHaveApplied(e)) forget(ctx);
+    throw e;
   }
   const result = resultFromView(view, env.netns, conf, conf.prevResult);
   const encoded = encodeResult(result, conf.cniVersion);
   try {
-    ctx.cache.write({
-      kind: 'weft-cni-result',
-      name: conf.name,
-      network: view.network,
-      containerId: env.containerId,
-      ifname: env.ifname,
-      netns: env.netns,
-      cniVersion: conf.cniVersion,
-      result: encoded,
-      created: new Date().toISOString(),
-    });
+    ctx.cache.write({ ...record, network: view.network, result: encoded, created: new Date().toISOString() });
   } catch (e) {
-    // Nothing half-made: without its record the attachment goes too.
-    await ctx.daemon.detach(OWNER, env.containerId, env.ifname).catch(() => undefined);
+    // Nothing half-made: without its record the attachment goes too (if it cannot, the pending
+    // record keeps it owned).
+    try {
+      await ctx.daemon.detach(OWNER, env.containerId, env.ifname);
+      forget(ctx);
+    } catch {}
     throw e;
   }
   return `${JSON.stringify(encoded)}\n`;
+}
+
+/** Best effort: remove this attachment's record (the failure that led here is the one to report). */
+function forget(ctx: Ctx): void {
+  try {
+    ctx.cache.remove(ctx.conf.name, ctx.env.containerId, ctx.env.ifname);
+  } catch {}
 }
 
 async function del(ctx: Ctx): Promise<void> {
@@ -295,17 +328,8 @@ async function check(ctx: Ctx): Promise<void> {
 
 async function status(ctx: Ctx): Promise<void> {
   requireVersion(ctx.conf, '1.1.0', 'STATUS');
-  try {
-    await ctx.daemon.ready();
-  } catch (e) {
-    const reached = (e as { details?: { reached?: boolean } }).details?.reached !== false;
-    const err = asCniError(e, 'STATUS');
-    if (err.code === CniCode.TryAgainLater && reached) {
-      // The daemon answers but is not ready (still starting, restoring its state).
-      throw new CniError(CniCode.NotAvailable, err.message);
-    }
-    throw err;
-  }
+  // Every way the daemon cannot serve ADD (not running, starting, no such network) is 50.
+  await ctx.daemon.ready();
   const name = ctx.conf.network ?? DEFAULT_NETWORK;
   try {
     await ctx.daemon.network(name);
@@ -320,25 +344,30 @@ async function status(ctx: Ctx): Promise<void> {
 async function gc(ctx: Ctx): Promise<void> {
   const { conf } = ctx;
   requireVersion(conf, '1.1.0', 'GC');
-  const valid = new Set((conf.validAttachments ?? []).map((a) => `${a.containerID}\n${a.ifname}`));
+  const key = (containerId: string, ifname: string) => `${containerId}\n${ifname}`;
+  const valid = new Set((conf.validAttachments ?? []).map((a) => key(a.containerID, a.ifname)));
   const network = conf.network ?? DEFAULT_NETWORK;
   const errors: string[] = [];
   const all = await ctx.daemon.attachments(OWNER);
+  const kept = new Set(all.map((a) => key(a.containerId, a.ifname)));
   for (const a of all) {
-    if (a.network !== network || valid.has(`${a.containerId}\n${a.ifname}`)) continue;
-    // Made for another CNI network on the same weft network: that network's GC decides.
-    const owners = ctx.cache.owners(a.containerId, a.ifname);
-    if (owners.length > 0 && !owners.includes(conf.name)) continue;
+    const k = key(a.containerId, a.ifname);
+    if (a.network !== network || valid.has(k)) continue;
+    // Ours only with a record of this CNI network (a pending one too: an ADD that died after the
+    // attach). Without one it is another network's (its ADD writes the record first) or unknown.
+    if (!ctx.cache.owners(a.containerId, a.ifname).includes(conf.name)) continue;
     try {
       await ctx.daemon.detach(OWNER, a.containerId, a.ifname);
+      kept.delete(k);
       ctx.cache.remove(conf.name, a.containerId, a.ifname);
     } catch (e) {
       errors.push(`${a.containerId}/${a.ifname}: ${(e as Error).message}`);
     }
   }
-  // Records of attachments the daemon no longer has.
+  // Records of attachments the daemon no longer has; one whose detach failed stays ours.
   for (const e of ctx.cache.list(conf.name)) {
-    if (!valid.has(`${e.containerId}\n${e.ifname}`)) ctx.cache.remove(conf.name, e.containerId, e.ifname);
+    const k = key(e.containerId, e.ifname);
+    if (!valid.has(k) && !kept.has(k)) ctx.cache.remove(conf.name, e.containerId, e.ifname);
   }
   if (errors.length > 0) {
     throw new CniError(
