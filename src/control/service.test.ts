@@ -77,7 +77,7 @@ function service(t: { after(fn: () => void): void }, fail: { leave: boolean }) {
       none: fakeDriver('none', fail),
     },
     firewall,
-    dns: { update: async () => {}, upstreams: () => [] },
+    dns: { update: async () => {}, hostResolv: () => ({ nameservers: [], search: [], options: [] }) },
     processes: noProcesses,
     defaultNetwork: { name: 'bridge', bridge: 'wtest0', subnet: '10.77.0.0/24' },
   });

@@ -55,15 +55,31 @@ export interface DnsRecord {
   readonly network: string;
   readonly name: string;
   readonly ips: readonly IPAddr[];
+  /** The sandbox it names: a query from one of its addresses sees all its networks' names. */
+  readonly sandbox: string;
+}
+export interface DnsListen {
+  readonly address: string;
+  readonly network: string;
+  /** Only clients from these (CIDR) are answered. */
+  readonly subnets: readonly string[];
 }
 export interface DnsPort {
-  /** Listen on these addresses (the gateways of networks with DNS) and answer these names. */
+  /**
+   * Listen on these addresses (the gateways of networks with DNS) and answer these names; other
+   * names are forwarded to the host's resolvers, or to `upstreams` of the asking sandbox (its
+   * `--dns`). An address that cannot be bound is logged and tried again at the next update.
+   */
   update(
-    listen: readonly { address: string; network: string }[],
+    listen: readonly DnsListen[],
     records: readonly DnsRecord[],
+    upstreams: ReadonlyMap<string, readonly string[]>,
   ): Promise<void>;
-  /** Upstream resolvers of the host (for sandboxes on networks without DNS). */
-  upstreams(): string[];
+  /**
+   * What a sandbox's resolv.conf takes from the host: resolvers reachable from its namespace
+   * (for sandboxes on networks without DNS), search domains and options (for all).
+   */
+  hostResolv(): { nameservers: string[]; search: string[]; options: string[] };
 }
 
 /** A new network namespace, made by the process's helper and pinned at `pin` (see net/process.ts). */
@@ -104,6 +120,8 @@ export interface ProcessPort {
     aliases: string[];
     extraHosts: { name: string; ip: string }[];
     nameservers: string[];
+    search: string[];
+    options: string[];
   }): { hosts: string; resolvConf: string; hostname: string };
 }
 
@@ -265,9 +283,18 @@ export class HostService {
           );
         }
       }
+      // One network that cannot be set up (a macvlan parent gone) does not keep the others, or
+      // the API that can remove it, from starting.
       for (const n of st.networks()) {
         if (BUILTIN_DRIVERS.has(n.driver)) continue;
-        await this.#driver(n.driver).createNetwork(this.#spec(n));
+        try {
+          await this.#driver(n.driver).createNetwork(this.#spec(n), { restore: true });
+        } catch (error) {
+          this.#log.error('network cannot be set up; its containers will not work until it is fixed', {
+            network: n.name,
+            error,
+          });
+        }
       }
       for (const s of st.sandboxes()) {
         const alive =
@@ -707,6 +734,7 @@ export class HostService {
         }
         await this.#applyFirewall();
         await this.#applyDns();
+        this.#refreshFiles(s);
       });
       this.#log.info('container connected', { container: s.name, network: n.name });
       return this.#containerView(s);
@@ -728,6 +756,7 @@ export class HostService {
       st.tx(() => this.#releaseEndpoint(ep));
       await this.#applyFirewall();
       await this.#applyDns();
+      this.#refreshFiles(s);
       return this.#containerView(s);
     });
   }
@@ -993,7 +1022,7 @@ export class HostService {
     });
     const nameservers = n.dns
       ? gateways.filter((g) => !g.includes(':')).slice(0, 1)
-      : this.#d.dns.upstreams();
+      : this.#d.dns.hostResolv().nameservers;
     return {
       owner: s.owner!,
       containerId: s.containerId!,
@@ -1058,11 +1087,15 @@ export class HostService {
         const n = st.network(e.networkId);
         if (!n) continue;
         const drv = this.#driver(n.driver);
-        // Leave removes the host veth even when the container's namespace is gone. A namespace
-        // of our own goes right after: its interfaces are left to the kernel's clean-up of it.
-        await drv.leave(this.#spec(n), this.#epSpec(e), ref ?? { id: s.id, ns: this.#d.host.ns }, {
-          namespaceGoing: ref !== undefined && s.netnsMode === 'own',
-        });
+        // A namespace of our own goes right after: its interfaces are left to the kernel's
+        // clean-up of it. One that is gone already (a reboot) has nothing to leave: the host's
+        // namespace must not be searched for the container's interface names (a host's own
+        // eth0), and deleteEndpoint removes what is left on the host (a veth's host end).
+        if (ref || s.netnsMode === 'host') {
+          await drv.leave(this.#spec(n), this.#epSpec(e), ref ?? { id: s.id, ns: this.#d.host.ns }, {
+            namespaceGoing: ref !== undefined && s.netnsMode === 'own',
+          });
+        }
         await drv.deleteEndpoint(this.#spec(n), this.#epSpec(e));
       }
     } finally {
@@ -1213,27 +1246,65 @@ export class HostService {
     rb.push(`leave ${e.ifname}`, () => drv.leave(spec, ep, sandbox));
   }
 
+  /**
+   * A sandbox's resolv.conf, as Docker writes it: on a network with weft's DNS server, that
+   * server (which forwards to `--dns` if given; and `ndots:0` unless an ndots option is there,
+   * so that a peer's short name is asked as is first); otherwise `--dns` or the host's
+   * resolvers. The host's search domains and options either way.
+   */
+  #resolvFor(
+    s: SandboxRecord,
+    endpoints: readonly EndpointRecord[],
+  ): { nameservers: string[]; search: string[]; options: string[] } {
+    const st = this.#d.state;
+    const host = this.#d.dns.hostResolv();
+    const dnsNet = endpoints.map((e) => st.network(e.networkId)).find((n) => n?.dns);
+    // With weft's server, `--dns` servers are its upstreams for this sandbox (see #applyDns).
+    if (!dnsNet) return s.dns.length > 0 ? { ...host, nameservers: [...s.dns] } : host;
+    const gateway =
+      dnsNet.subnets.find((x) => !x.gateway.includes(':'))?.gateway ?? dnsNet.subnets[0]!.gateway;
+    const ndots = host.options.some((o) => o.startsWith('ndots:'));
+    return {
+      nameservers: [gateway],
+      search: host.search,
+      options: ndots ? host.options : [...host.options, 'ndots:0'],
+    };
+  }
+
+  /** A container's /etc files for `endpoints`. Throws INVALID for what cannot be rendered. */
+  #files(s: SandboxRecord, endpoints: readonly EndpointRecord[]): ReturnType<ProcessPort['renderFiles']> {
+    return this.#d.processes.renderFiles({
+      hostname: s.hostname,
+      ips: endpoints.flatMap((e) => e.addresses.map((a) => parseIPNet(a).ip)),
+      aliases: [],
+      extraHosts: [...s.addHosts],
+      ...this.#resolvFor(s, endpoints),
+    });
+  }
+
+  /**
+   * Write a container's /etc/hosts and /etc/resolv.conf again for the networks it is on now
+   * (after connect or disconnect, as Docker does). In place: the container sees the files
+   * through bind mounts of these very inodes. A failure is logged: the network change stands.
+   */
+  #refreshFiles(s: SandboxRecord): void {
+    const dir = this.#filesDir(s.id);
+    if (!fs.existsSync(dir)) return;
+    try {
+      const files = this.#files(s, this.#d.state.endpoints({ sandboxId: s.id }));
+      fs.writeFileSync(path.join(dir, 'hosts'), files.hosts);
+      fs.writeFileSync(path.join(dir, 'resolv.conf'), files.resolvConf);
+    } catch (error) {
+      this.#log.warn("cannot rewrite the container's /etc files", { container: s.name, error });
+    }
+  }
+
   #prepareProcess(
     s: SandboxRecord,
     netns: Netns | 'host' | NewNetns,
     endpoints: readonly EndpointRecord[],
   ): Preparing {
-    const st = this.#d.state;
-    const ips = endpoints.flatMap((e) => e.addresses.map((a) => parseIPNet(a).ip));
-    const dnsNet = endpoints.map((e) => st.network(e.networkId)).find((n) => n?.dns);
-    const nameservers =
-      s.dns.length > 0
-        ? [...s.dns]
-        : dnsNet
-          ? [dnsNet.subnets.find((x) => !x.gateway.includes(':'))?.gateway ?? dnsNet.subnets[0]!.gateway]
-          : this.#d.dns.upstreams();
-    const files = this.#d.processes.renderFiles({
-      hostname: s.hostname,
-      ips,
-      aliases: [],
-      extraHosts: [...s.addHosts],
-      nameservers,
-    });
+    const files = this.#files(s, endpoints);
     const dir = this.#filesDir(s.id);
     return this.#d.processes.begin({
       netns,
@@ -1320,21 +1391,26 @@ export class HostService {
 
   async #applyDns(): Promise<void> {
     const st = this.#d.state;
-    const listen: { address: string; network: string }[] = [];
+    const listen: DnsListen[] = [];
     const records: DnsRecord[] = [];
+    const upstreams = new Map<string, readonly string[]>();
     const nets = st.networks().filter((x) => x.dns);
     // One read of the sandboxes, not one query per endpoint.
     const sandboxes = nets.length > 0 ? new Map(st.sandboxes().map((s) => [s.id, s])) : new Map();
     for (const n of nets) {
-      listen.push(...n.subnets.map((s) => ({ address: s.gateway, network: n.name })));
+      const subnets = n.subnets.map((x) => x.subnet);
+      listen.push(...n.subnets.map((x) => ({ address: x.gateway, network: n.name, subnets })));
       for (const e of st.endpoints({ networkId: n.id })) {
         const s = sandboxes.get(e.sandboxId);
         if (!s) continue;
         const ips = e.addresses.map((a) => parseIPNet(a).ip);
-        for (const name of new Set([s.name, ...e.aliases])) records.push({ network: n.name, name, ips });
+        for (const name of new Set([s.name, ...e.aliases])) {
+          records.push({ network: n.name, name, ips, sandbox: s.id });
+        }
+        if (s.dns.length > 0) upstreams.set(s.id, s.dns);
       }
     }
-    await this.#d.dns.update(listen, records);
+    await this.#d.dns.update(listen, records, upstreams);
   }
 
   #networkView(n: NetworkRecord): NetworkView {

@@ -92,11 +92,18 @@ describe('an overlay daemon that cannot start yet, or must not', needsRoot, () =
       'the API answers',
       async () => (await d.api.request('GET', '/healthz').catch(() => null)) !== null,
     );
-    await assert.rejects(d.api.request('GET', '/readyz'), (e: Error & { code?: string }) => {
-      assert.equal(e.code, 'UNAVAILABLE');
-      assert.match(e.message, /joining the cluster/);
-      return true;
+    // Not ready, and why: first "opening the API" for a moment, then what it waits for.
+    let why = '';
+    await until('/readyz says it is joining the cluster', async () => {
+      const e = await d.api.request('GET', '/readyz').then(
+        () => undefined,
+        (x: Error & { code?: string }) => x,
+      );
+      assert.equal(e?.code, 'UNAVAILABLE', 'never ready');
+      why = e.message;
+      return /joining the cluster/.test(why);
     });
+    assert.match(why, /joining the cluster/);
     await assert.rejects(d.api.request('GET', '/v1/networks'), /starting/);
     await until('the log says it retries', () => /store not reachable yet; retrying/.test(d.log()));
     d.child.kill('SIGTERM');

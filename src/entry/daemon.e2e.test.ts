@@ -97,7 +97,9 @@ describe('weft daemon on one host', needsRoot, () => {
     assert.match(hosts, /^127\.0\.0\.1\tlocalhost$/m);
     assert.match(hosts, /^10\.123\.0\.\d+\tclient$/m);
     assert.match(hosts, /^192\.0\.2\.7\tdb\.local$/m);
-    assert.match((await exec('client', 'cat', '/etc/resolv.conf')).stdout, /^nameserver 10\.123\.0\.1$/m);
+    const resolv = (await exec('client', 'cat', '/etc/resolv.conf')).stdout;
+    assert.match(resolv, /^nameserver 10\.123\.0\.1$/m);
+    assert.match(resolv, /^options ndots:0$/m, "a peer's short name is asked as is first (Docker's)");
     assert.equal((await exec('client', 'cat', '/etc/hostname')).stdout.trim(), 'client');
     assert.notEqual(
       fs.readFileSync('/etc/hostname', 'utf8').trim(),
@@ -174,7 +176,10 @@ describe('weft daemon on one host', needsRoot, () => {
       ],
     );
     assert.equal((await exec('client', 'ping', '-c', '1', '-W', '2', '10.124.0.1')).code, 0);
+    // Its /etc/hosts follows (rewritten in place, seen through the bind mount).
+    assert.match((await exec('client', 'cat', '/etc/hosts')).stdout, /^10\.124\.0\.50\tclient$/m);
     await d.cli(['network', 'disconnect', 'back', 'client']);
+    assert.doesNotMatch((await exec('client', 'cat', '/etc/hosts')).stdout, /10\.124\.0\.50/);
     assert.match((await exec('client', 'ip', '-br', 'link')).stdout, /^eth0/m);
     assert.doesNotMatch((await exec('client', 'ip', '-br', 'link')).stdout, /^eth1/m);
   });

@@ -19,13 +19,19 @@ import { ClusterAgent } from '../control/cluster.js';
 import { type HostOptions, localHost } from '../control/host.js';
 import { DEFAULT_PREFIX } from '../control/leases/config.js';
 import { DEFAULT_TTL_SECONDS } from '../control/leases/manager.js';
-import { type DnsPort, HostService, type ProcessPort } from '../control/service.js';
+import {
+  type DnsListen,
+  type DnsPort,
+  type DnsRecord,
+  HostService,
+  type ProcessPort,
+} from '../control/service.js';
 import { HostState } from '../control/state.js';
 import { openRegistry, parseStoreSpec } from '../control/store/index.js';
 import type { Registry } from '../control/store/types.js';
 import { openHandle } from '../kernel/handle.js';
 import { WeftError } from '../lib/errors.js';
-import { formatIP, formatIPNet, type IPAddr } from '../lib/ip.js';
+import { formatIP, formatIPNet, parseIP } from '../lib/ip.js';
 import { createLogger, type Level, type Logger } from '../lib/log.js';
 import { hostGwBackend } from '../net/backends/hostgw/hostgw.js';
 import type { BackendFactory, BackendType } from '../net/backends/types.js';
@@ -34,7 +40,13 @@ import { findUnderlay } from '../net/backends/underlay.js';
 import { vxlanBackend } from '../net/backends/vxlan/vxlan.js';
 import { BridgeDriver } from '../net/bridge/driver.js';
 import type { UplinkRecord } from '../net/bridge/uplink.js';
-import { parseResolvConf, renderHostname, renderHosts, renderResolvConf } from '../net/dns/files.js';
+import {
+  type HostResolvers,
+  hostResolvers,
+  renderHostname,
+  renderHosts,
+  renderResolvConf,
+} from '../net/dns/files.js';
 import { DnsServer } from '../net/dns/server.js';
 import { HostFirewall } from '../net/firewall/apply.js';
 import { HostDriver } from '../net/host/driver.js';
@@ -82,37 +94,55 @@ export const BACKENDS: Readonly<Record<BackendType, BackendFactory>> = {
 /** Keeps one DNS server whose listeners follow the networks that have DNS. */
 class DnsManager implements DnsPort {
   #server: DnsServer | undefined;
+  /** Bound addresses, with the network and subnets they were bound for. */
   #listening = new Map<string, string>();
+  readonly upstreamList: string[];
   constructor(
-    private readonly upstreamList: string[],
+    private readonly resolv: HostResolvers,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.upstreamList = resolv.upstreams.map(formatIP);
+  }
 
-  upstreams(): string[] {
-    return this.upstreamList;
+  hostResolv(): { nameservers: string[]; search: string[]; options: string[] } {
+    const r = this.resolv;
+    return { nameservers: r.nameservers.map(formatIP), search: r.search, options: r.options };
   }
 
   async update(
-    listen: readonly { address: string; network: string }[],
-    records: readonly { network: string; name: string; ips: readonly IPAddr[] }[],
+    listen: readonly DnsListen[],
+    records: readonly DnsRecord[],
+    upstreams: ReadonlyMap<string, readonly string[]>,
   ): Promise<void> {
     if (!this.#server) {
       if (listen.length === 0) return;
-      this.#server = await DnsServer.start({ listen: [], upstreams: this.upstreamList, log: this.log });
+      this.#server = await DnsServer.start({ upstreams: this.upstreamList, log: this.log });
     }
-    const want = new Map(listen.map((l) => [l.address, l.network]));
-    for (const [address, network] of this.#listening) {
-      if (want.get(address) !== network) {
-        this.#server.removeListen(address);
-        this.#listening.delete(address);
+    const server = this.#server;
+    // Names first: they wait on no bind.
+    server.setRecords(records, { upstreams });
+    const key = (l: DnsListen) => `${l.network} ${l.subnets.join(',')}`;
+    const want = new Map(listen.map((l) => [l.address, l]));
+    for (const address of this.#listening.keys()) {
+      if (want.has(address)) continue;
+      server.removeListen(address);
+      this.#listening.delete(address);
+    }
+    // Each address on its own: one that cannot be bound (a host DNS server on 0.0.0.0:53) keeps
+    // no other network from its names, and is tried again at the next update.
+    for (const [address, l] of want) {
+      if (this.#listening.get(address) === key(l)) continue;
+      try {
+        await server.addListen({ address, network: l.network, subnets: l.subnets });
+        this.#listening.set(address, key(l));
+      } catch (error) {
+        this.log.warn('the DNS server cannot listen on a network gateway; trying again at the next change', {
+          address,
+          network: l.network,
+          error,
+        });
       }
     }
-    for (const [address, network] of want) {
-      if (this.#listening.has(address)) continue;
-      await this.#server.addListen({ address, network });
-      this.#listening.set(address, network);
-    }
-    this.#server.setRecords(records.map((r) => ({ name: r.name, ips: r.ips, network: r.network })));
   }
 
   close(): void {
@@ -128,17 +158,29 @@ const processPort = (starter: ProcessStarter): ProcessPort => ({
   stop: (pid, startTime, opts) => stopProcess(pid, startTime, opts),
   renderFiles: (i) => ({
     hosts: renderHosts({ hostname: i.hostname, ips: i.ips, aliases: i.aliases, extraHosts: i.extraHosts }),
-    resolvConf: renderResolvConf({ nameservers: i.nameservers.slice(0, 3) }),
+    resolvConf: renderResolvConf({
+      nameservers: i.nameservers.slice(0, 3),
+      search: i.search,
+      options: i.options,
+    }),
     hostname: renderHostname(i.hostname),
   }),
 });
 
-function hostUpstreams(): string[] {
-  try {
-    return parseResolvConf(fs.readFileSync('/etc/resolv.conf', 'utf8')).nameservers.map(formatIP);
-  } catch {
-    return [];
+/** The host's resolvers (see hostResolvers); `upstreams` given: those, for both, and nothing else. */
+function readHostResolvers(upstreams: string[] | undefined): HostResolvers {
+  if (upstreams !== undefined) {
+    const ips = upstreams.map((u) => parseIP(u));
+    return { upstreams: ips, nameservers: ips, search: [], options: [] };
   }
+  const read = (p: string): string | undefined => {
+    try {
+      return fs.readFileSync(p, 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  return hostResolvers(read('/etc/resolv.conf') ?? '', read('/run/systemd/resolve/resolv.conf'));
 }
 
 export interface RunningDaemon {
@@ -241,7 +283,7 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
     phase = 'reconciling the host state';
     const st = HostState.open(host.stateDir);
     state = st;
-    dns = new DnsManager(opts.upstreams ?? hostUpstreams(), log.child({ component: 'dns' }));
+    dns = new DnsManager(readHostResolvers(opts.upstreams), log.child({ component: 'dns' }));
     firewall = new HostFirewall({ host: h, log: log.child({ component: 'firewall' }) });
     const svc = new HostService({
       host,

@@ -26,15 +26,15 @@ describe('names', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'grapheme', maxLength: 20 }), (s) => {
         const bad =
-          s.length === 0 || Buffer.byteLength(s) > 15 || s === '.' || s === '..' || /[/:\s\0]/.test(s);
+          s.length === 0 || Buffer.byteLength(s) > 15 || s === '.' || s === '..' || /[/:%\s\0]/.test(s);
         if (bad) throwsInvalid(() => checkIfName(s));
         else assert.equal(checkIfName(s), s);
       }),
     );
   });
 
-  test("checkIfName refuses '/', ':', whitespace, NUL, '.' and '..'", () => {
-    for (const bad of ['a/b', 'eth0:1', 'a b', 'a\tb', 'a\nb', 'a\0b', '.', '..']) {
+  test("checkIfName refuses '/', ':', '%', whitespace, NUL, '.' and '..'", () => {
+    for (const bad of ['a/b', 'eth0:1', 'br%d', 'a b', 'a\tb', 'a\nb', 'a\0b', '.', '..']) {
       throwsInvalid(() => checkIfName(bad), /character the kernel refuses/);
     }
     assert.equal(checkIfName('...'), '...');

@@ -15,12 +15,11 @@ export function checkIfName(name: string, what = 'interface name'): string {
       name,
     });
   }
-  if (name === '.' || name === '..' || /[/:\s\0]/.test(name)) {
+  // '%': the kernel takes "br%d" as a pattern and makes br0, br1… under another name.
+  if (name === '.' || name === '..' || /[/:%\s\0]/.test(name)) {
     throw invalid(
-      `${what} "${name}" contains a character the kernel refuses ('/', ':', whitespace) or is . or ..`,
-      {
-        name,
-      },
+      `${what} "${name}" contains a character the kernel refuses or expands ('/', ':', '%', whitespace) or is . or ..`,
+      { name },
     );
   }
   return name;

@@ -85,10 +85,18 @@ export interface LeaveOptions {
   readonly namespaceGoing?: boolean;
 }
 
+export interface CreateNetworkOptions {
+  /**
+   * The network is weft's already (the daemon's start sets its networks up again): what exists
+   * under its names is taken as weft's own.
+   */
+  readonly restore?: boolean;
+}
+
 export interface NetworkDriver {
   readonly name: string;
   /** Set up the network (idempotent). Throws INVALID for bad specs, CONFLICT for clashing state. */
-  createNetwork(net: NetworkSpec): Promise<void>;
+  createNetwork(net: NetworkSpec, opts?: CreateNetworkOptions): Promise<void>;
   /** Remove the network (idempotent). Throws BUSY while it is in use by something weft does not own. */
   deleteNetwork(net: NetworkSpec): Promise<void>;
   /** Validate and register an endpoint. NOT_FOUND for an unknown network, INVALID for bad input. */

@@ -41,6 +41,8 @@ export interface LinkCommon {
   /** Set when `parentIndex` lives in another namespace (its id as seen from this one). */
   readonly linkNetnsId: number | undefined;
   readonly txQueueLen: number | undefined;
+  /** IFLA_IFALIAS (`ip link set … alias`): weft marks the bridges it made with it. */
+  readonly alias?: string;
   /** Interface counters (IFLA_STATS64), when the kernel sent them (it does in dumps and gets). */
   readonly stats?: LinkStats;
 }
@@ -314,6 +316,7 @@ export function decodeLink(header: IfInfoMsg, attrs: Attrs): Link {
     parentIndex: attrs.u32(IFLA.LINK) || undefined,
     linkNetnsId: attrs.s32(IFLA.LINK_NETNSID),
     txQueueLen: attrs.u32(IFLA.TXQLEN),
+    ...(attrs.has(IFLA.IFALIAS) && { alias: attrs.str(IFLA.IFALIAS) ?? '' }),
     ...(stats && { stats }),
   };
   const info = attrs.nested(IFLA.LINKINFO);

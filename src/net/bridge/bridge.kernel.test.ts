@@ -369,6 +369,85 @@ describe('bridge driver', needsRoot, () => {
     );
   });
 
+  test("a bridge that is not weft's is refused and left as it was; weft's own keep their MAC as ports come and go", async (t) => {
+    const b = bed(t);
+    const { host, dir, driver } = setup(b);
+    // Someone else's bridge (Docker's docker0) under the name asked for.
+    host.h.links.add({ kind: 'bridge', name: 'docker0', mtu: 9000, up: true });
+    host.h.links.add({ kind: 'veth', name: 'veth1a2b3c4', master: 'docker0', peer: { name: 'veth1a2b3c5' } });
+    const theirs = network({ id: 'n9', bridge: 'docker0' });
+    const mtu = host.h.links.get('docker0').mtu;
+    await assert.rejects(
+      driver.createNetwork(theirs),
+      (e) => isWeftError(e, 'CONFLICT') && /not weft's/.test(e.message),
+    );
+    const br = host.h.links.get('docker0');
+    assert.equal(br.mtu, mtu, 'MTU untouched');
+    assert.equal(br.alias, undefined);
+    assert.deepEqual(host.h.addrs.list({ dev: 'docker0', family: 4 }), [], 'no gateway address');
+    assert.ok(host.h.links.find('veth1a2b3c4'), 'its port untouched');
+    // At the daemon's start, a bridge of a network weft has is taken as weft's (made before the alias).
+    host.h.links.add({ kind: 'bridge', name: 'wbr1', up: true });
+    await driver.createNetwork(network(), { restore: true });
+    assert.equal(host.h.links.get('wbr1').alias, 'weft network n1');
+    await driver.deleteNetwork(network());
+
+    // A new bridge: weft's alias, and a MAC of its own that the ports do not move.
+    const net = network();
+    await driver.createNetwork(net);
+    const made = host.h.links.get('wbr1');
+    assert.equal(made.alias, 'weft network n1');
+    await driver.createNetwork(net); // idempotent: its own alias
+    const s1 = sandbox(dir, 's1');
+    const s2 = sandbox(dir, 's2');
+    // Host ends with MACs below and above the bridge's: without a MAC of its own, the bridge
+    // would take the lowest port's.
+    const e1 = endpoint('a1a1a1a1', 'n1', ['10.77.0.2/24']);
+    const e2 = endpoint('b2b2b2b2', 'n1', ['10.77.0.3/24']);
+    for (const [e, sb] of [
+      [e1, s1],
+      [e2, s2],
+    ] as const) {
+      await driver.createEndpoint(net, e);
+      await driver.join(net, e, sb);
+      assert.equal(host.h.links.get('wbr1').mac, made.mac);
+    }
+    host.h.links.setMac(`veth${e1.id.slice(0, 7)}`, '02:00:00:00:00:01');
+    await driver.leave(net, e2, s2);
+    await driver.deleteEndpoint(net, e2);
+    assert.equal(host.h.links.get('wbr1').mac, made.mac, 'the gateway MAC stays');
+    await driver.leave(net, e1, s1);
+    await driver.deleteEndpoint(net, e1);
+    await driver.deleteNetwork(net);
+    assert.ok(host.h.links.find('docker0'), "someone else's bridge is still there");
+    // A name the kernel would expand (br%d makes br0) is no name for a bridge.
+    await assert.rejects(driver.createNetwork(network({ bridge: 'br%d' })), (e) => isWeftError(e, 'INVALID'));
+    assert.equal(host.h.links.find('br0'), undefined);
+  });
+
+  test("a join whose host veth name is another endpoint's fails with EXISTS, and deleting it spares the other", async (t) => {
+    const b = bed(t);
+    const { host, dir, driver } = setup(b);
+    const net = network();
+    await driver.createNetwork(net);
+    const s1 = sandbox(dir, 's1');
+    const s2 = sandbox(dir, 's2');
+    // Host veth names take 7 characters of the id: these two share theirs.
+    const e1 = endpoint('c0ffee01aaaa', 'n1', ['10.77.0.2/24']);
+    const e2 = endpoint('c0ffee02bbbb', 'n1', ['10.77.0.3/24']);
+    await driver.createEndpoint(net, e1);
+    await driver.join(net, e1, s1);
+    await driver.createEndpoint(net, e2);
+    await assert.rejects(driver.join(net, e2, s2), (e) => isWeftError(e, 'EXISTS'));
+    await driver.deleteEndpoint(net, e2); // what the caller's rollback does
+    assert.ok(host.h.links.find('vethc0ffee0'), "the other endpoint's veth is still there");
+    assert.ok(openHandle(s1.ns).links.find('eth0'));
+    await b.ping(asBed(s1), '10.77.0.1');
+    await driver.leave(net, e1, s1);
+    await driver.deleteEndpoint(net, e1);
+    assert.equal(host.h.links.find('vethc0ffee0'), undefined);
+  });
+
   test('bad input is a typed error and changes nothing', async (t) => {
     const b = bed(t);
     const { host, dir, driver } = setup(b);

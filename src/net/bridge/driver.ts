@@ -26,9 +26,10 @@
  * `deleteNetwork` restores it before removing the bridge.
  */
 import type { NetHandle } from '../../kernel/handle.js';
-import { notFound, WeftError } from '../../lib/errors.js';
+import { isWeftError, notFound, WeftError } from '../../lib/errors.js';
 import { transaction } from '../../lib/rollback.js';
 import type {
+  CreateNetworkOptions,
   EndpointInfo,
   EndpointSpec,
   LeaveOptions,
@@ -99,6 +100,8 @@ export class BridgeDriver implements NetworkDriver {
   readonly #uplinks = new Map<string, UplinkRecord>();
   /** Host veths left to their namespace's destruction, with the time they were left. */
   readonly #going = new Map<string, number>();
+  /** Endpoints whose join found their host veth name taken by another endpoint's veth. */
+  readonly #clashed = new Set<string>();
   #reaper: NodeJS.Timeout | undefined;
   readonly #reapAfterMs: number;
 
@@ -122,13 +125,13 @@ export class BridgeDriver implements NetworkDriver {
    * when its MTU is below the network's (all before any change); the uplink is restored when a
    * later step fails.
    */
-  async createNetwork(net: NetworkSpec): Promise<void> {
+  async createNetwork(net: NetworkSpec, opts: CreateNetworkOptions = {}): Promise<void> {
     validateNetwork(net);
     const h = this.#host;
     const uplink = net.options.uplink;
     if (uplink !== undefined) checkUplink(h, net, uplink);
     await transaction(async (rb) => {
-      const { created } = ensureBridge(h, net);
+      const { created } = ensureBridge(h, net, opts);
       if (created) rb.push(`delete bridge ${net.bridge}`, () => h.links.delete(net.bridge));
       // With an uplink the gateway is the LAN's router, not an address of the bridge.
       const added = uplink === undefined ? ensureGateway(h, net) : [];
@@ -138,6 +141,9 @@ export class BridgeDriver implements NetworkDriver {
       if (uplink !== undefined) {
         const prevRec = this.#uplinks.get(net.id);
         const rec = attachUplink(h, net.bridge, uplink, rb, prevRec);
+        // The kernel gave the bridge its ports' lowest MTU, the uplink's; set again, it stays
+        // (set by the user), instead of moving as containers come and go.
+        if (h.links.get(net.bridge).mtu !== net.mtu) h.links.setMtu(net.bridge, net.mtu);
         this.#uplinks.set(net.id, rec);
         rb.push('forget uplink record', () => {
           if (prevRec) this.#uplinks.set(net.id, prevRec);
@@ -183,8 +189,9 @@ export class BridgeDriver implements NetworkDriver {
   /** Remove the endpoint's veth if still there and forget it (idempotent). */
   async deleteEndpoint(net: NetworkSpec, ep: EndpointSpec): Promise<void> {
     const name = hostVethName(ep);
-    // A pair that goes with its namespace is the kernel's to delete (see leave).
-    if (!this.#going.has(name)) this.#host.links.delete(name);
+    // A pair that goes with its namespace is the kernel's to delete (see leave); a name another
+    // endpoint holds is not this one's.
+    if (!this.#clashed.delete(ep.id) && !this.#going.has(name)) this.#host.links.delete(name);
     const st = this.#nets.get(net.id);
     if (!st) return;
     if (st.joined.has(ep.id)) await this.#leaveState(st, ep);
@@ -199,7 +206,12 @@ export class BridgeDriver implements NetworkDriver {
     const st = this.#net(net);
     validateEndpoint(net, ep);
     await transaction(async (rb) => {
-      const { hostIf } = await plumbEndpoint(this.#host, net, ep, sandbox, rb);
+      const { hostIf } = await plumbEndpoint(this.#host, net, ep, sandbox, rb).catch((e: unknown) => {
+        // The host end's name (7 characters of the endpoint id) is another endpoint's veth:
+        // deleting this endpoint must leave that one alone.
+        if (isWeftError(e, 'EXISTS') && this.#host.links.find(hostVethName(ep))) this.#clashed.add(ep.id);
+        throw e;
+      });
       const joined = new Map(st.joined).set(ep.id, { ep, sandboxId: sandbox.id, hostIf });
       const next: NetState = { ...st, joined };
       await this.#applyFirewall(net.id, next);

@@ -3,6 +3,7 @@
  * `setup_*.go`): validate, ensureBridge, ensureGateway, ensureForwarding. Each takes the HOST
  * namespace handle it works in (the root namespace in production, a lab "host" in tests).
  */
+import * as crypto from 'node:crypto';
 import type { NetHandle } from '../../kernel/handle.js';
 import { invalid, WeftError } from '../../lib/errors.js';
 import { containsIP, formatIP, formatIPNet, type IPNet, ipEqual, networkOf } from '../../lib/ip.js';
@@ -88,21 +89,61 @@ export const hostVethName = (ep: Pick<EndpointSpec, 'id'>): string => `veth${ep.
 /** True when a link name is one of weft's host veth ends. */
 export const isWeftVeth = (name: string): boolean => /^veth[0-9a-zA-Z_.-]{7}$/.test(name);
 
+/** The alias (IFLA_IFALIAS) of the bridges weft makes: what tells them from anyone else's. */
+export const bridgeAlias = (networkId: string): string => `weft network ${networkId}`;
+const isWeftBridge = (l: { alias?: string }): boolean => l.alias?.startsWith('weft network ') === true;
+
+/** A random locally administered unicast MAC. */
+function randomMac(): string {
+  const b = crypto.randomBytes(6);
+  b[0] = ((b[0] ?? 0) & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
 /**
- * Step 1: the bridge device, with the network's MTU, up, VLAN filtering off. Returns whether it
- * was created (so a transaction knows to undo it). CONFLICT when a non-bridge link (or a bridge
- * with VLAN filtering) holds the name.
+ * Step 1: the bridge device, with the network's MTU, up, VLAN filtering off, marked weft's by its
+ * alias. Returns whether it was created (so a transaction knows to undo it). CONFLICT, nothing
+ * changed, when a non-bridge link, a bridge with VLAN filtering, or a bridge that is not weft's
+ * (docker0…) holds the name: weft would otherwise change it and delete it with the network.
+ * `restore` (a network weft already has, at the daemon's start) takes a bridge without the alias
+ * as weft's (made before bridges carried it).
+ *
+ * A new bridge gets a fixed random MAC (as Docker does), so the gateway's MAC does not follow the
+ * lowest port's as containers come and go (their neighbour entries would go stale).
  */
-export function ensureBridge(h: NetHandle, net: Pick<NetworkSpec, 'bridge' | 'mtu'>): { created: boolean } {
+export function ensureBridge(
+  h: NetHandle,
+  net: Pick<NetworkSpec, 'id' | 'bridge' | 'mtu'>,
+  opts: { restore?: boolean } = {},
+): { created: boolean } {
   const before = h.links.find(net.bridge);
+  if (before?.kind === 'bridge' && !isWeftBridge(before) && opts.restore !== true) {
+    throw new WeftError(
+      'CONFLICT',
+      `bridge ${net.bridge} exists and is not weft's (no "weft network" alias): choose another bridge name`,
+      { details: { link: net.bridge } },
+    );
+  }
   // VLAN filtering is off by default; not asked for explicitly because kernels built without
   // CONFIG_BRIDGE_VLAN_FILTERING refuse the attribute (EOPNOTSUPP). Checked on read-back instead.
-  const br = h.links.ensure({ kind: 'bridge', name: net.bridge, mtu: net.mtu, up: true });
+  const br = h.links.ensure({
+    kind: 'bridge',
+    name: net.bridge,
+    mtu: net.mtu,
+    up: true,
+    ...(before === undefined && { mac: randomMac() }),
+  });
   if (br.kind === 'bridge' && br.vlanFiltering) {
     if (before === undefined) h.links.delete(net.bridge);
     throw new WeftError('CONFLICT', `bridge ${net.bridge} exists with VLAN filtering on`, {
       details: { link: net.bridge },
     });
+  }
+  try {
+    if (!isWeftBridge(br)) h.links.setAlias(net.bridge, bridgeAlias(net.id));
+  } catch (e) {
+    if (before === undefined) h.links.delete(net.bridge);
+    throw e;
   }
   return { created: before === undefined };
 }

@@ -5,6 +5,7 @@ import { formatIP, parseIP } from '../../lib/ip.js';
 import {
   checkDnsName,
   checkHostname,
+  hostResolvers,
   parseResolvConf,
   renderHostname,
   renderHosts,
@@ -147,5 +148,31 @@ describe('parseResolvConf', () => {
     assert.deepEqual(r.nameservers, []);
     assert.deepEqual(r.skipped, ['127.0.0.53']);
     assert.deepEqual(parseResolvConf('').nameservers, []);
+  });
+});
+
+describe('hostResolvers', () => {
+  test("weft's server gets loopback resolvers too; sandboxes none, search and options carried over", () => {
+    const r = hostResolvers(
+      'nameserver 192.0.2.53\nnameserver 127.0.0.53\nsearch a.example .\noptions ndots:2 edns0 bad=x\n',
+    );
+    assert.deepEqual(r.upstreams.map(formatIP), ['192.0.2.53', '127.0.0.53']);
+    assert.deepEqual(r.nameservers.map(formatIP), ['192.0.2.53']);
+    assert.deepEqual(r.search, ['a.example'], "'.' is no search domain");
+    assert.deepEqual(r.options, ['ndots:2', 'edns0']);
+  });
+  test("systemd-resolved's stub only: sandboxes get the servers it uses, from its own file", () => {
+    const stub = 'nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n';
+    const r = hostResolvers(stub, 'nameserver 192.0.2.1\nnameserver 2001:db8::1\nsearch lan\n');
+    assert.deepEqual(r.upstreams.map(formatIP), ['127.0.0.53']);
+    assert.deepEqual(r.nameservers.map(formatIP), ['192.0.2.1', '2001:db8::1']);
+    assert.deepEqual(r.search, ['lan']);
+    assert.deepEqual(r.options, ['edns0', 'trust-ad']);
+    assert.deepEqual(hostResolvers(stub).nameservers, [], 'no file of its own: none, nothing invented');
+    // Its file is read only when the host's lists no usable resolver.
+    assert.deepEqual(
+      hostResolvers('nameserver 192.0.2.9\n', 'nameserver 192.0.2.1\n').nameservers.map(formatIP),
+      ['192.0.2.9'],
+    );
   });
 });

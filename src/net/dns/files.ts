@@ -161,6 +161,8 @@ export interface ParsedResolvConf {
   readonly nameservers: IPAddr[];
   /** Nameserver entries left out: loopback (unreachable from a namespace) or unparsable. */
   readonly skipped: string[];
+  /** The loopback ones among them (reachable from the host's own namespace only). */
+  readonly loopback: IPAddr[];
   /** The last `search` or `domain` line wins, as in glibc. */
   readonly search: string[];
   readonly options: string[];
@@ -172,6 +174,7 @@ const isLoopback = (ip: IPAddr): boolean => (ip.family === 4 ? ip.value >>> 24 =
 export function parseResolvConf(text: string): ParsedResolvConf {
   const nameservers: IPAddr[] = [];
   const skipped: string[] = [];
+  const loopback: IPAddr[] = [];
   let search: string[] = [];
   const options: string[] = [];
   for (const raw of text.split('\n')) {
@@ -185,6 +188,7 @@ export function parseResolvConf(text: string): ParsedResolvConf {
         const ip = tryParseIP(value);
         if (!ip || isLoopback(ip)) skipped.push(value);
         else nameservers.push(ip);
+        if (ip && isLoopback(ip)) loopback.push(ip);
         break;
       }
       case 'search':
@@ -200,5 +204,48 @@ export function parseResolvConf(text: string): ParsedResolvConf {
         break;
     }
   }
-  return { nameservers, skipped, search, options };
+  return { nameservers, skipped, loopback, search, options };
+}
+
+export interface HostResolvers {
+  /**
+   * For weft's DNS server, which runs in the host's namespace: every usable nameserver, loopback
+   * ones included (systemd-resolved's stub 127.0.0.53 answers there).
+   */
+  readonly upstreams: IPAddr[];
+  /** For a sandbox's resolv.conf when it does not use weft's server: none on loopback. */
+  readonly nameservers: IPAddr[];
+  /** The host's search domains and resolver options that a resolv.conf can carry. */
+  readonly search: string[];
+  readonly options: string[];
+}
+
+const validSearch = (d: string): boolean => {
+  try {
+    checkDnsName(d.endsWith('.') ? d.slice(0, -1) : d, 'search domain');
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The host's resolvers as Docker reads them. `etc` is /etc/resolv.conf; when it lists loopback
+ * resolvers only (systemd-resolved's stub), sandboxes get the servers systemd-resolved itself uses,
+ * from `resolved` (/run/systemd/resolve/resolv.conf), when there is one. Search domains and
+ * options a resolv.conf cannot carry (`search .`) are left out. Never throws.
+ */
+export function hostResolvers(etc: string, resolved?: string): HostResolvers {
+  const host = parseResolvConf(etc);
+  const upstreams = [...host.nameservers, ...host.loopback];
+  let nameservers = host.nameservers;
+  if (nameservers.length === 0 && host.loopback.length > 0 && resolved !== undefined) {
+    nameservers = parseResolvConf(resolved).nameservers;
+  }
+  return {
+    upstreams,
+    nameservers,
+    search: host.search.filter(validSearch),
+    options: host.options.filter((o) => OPTION_RE.test(o)),
+  };
 }
