@@ -166,8 +166,10 @@ export class HostState implements IpamStore {
     try {
       return this.#db.transaction(fn).immediate();
     } catch (e) {
-      // Lists read inside it may hold what was rolled back.
+      // Lists read inside it may hold what was rolled back, and parsed records rows that are
+      // no more.
       this.#changed();
+      this.#parsed.clear();
       throw e;
     }
   }
@@ -184,7 +186,9 @@ export class HostState implements IpamStore {
       }
     ).data_version;
     if (version !== this.#dataVersion) {
+      // Another connection wrote: its deleted rows' parsed records would stay here for good.
       this.#lists.clear();
+      this.#parsed.clear();
       this.#dataVersion = version;
     }
     let l = this.#lists.get(key) as readonly T[] | undefined;

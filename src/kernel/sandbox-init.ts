@@ -55,6 +55,10 @@
  * pins on a shared mount (iproute2's /run/netns): with `private` every running sandbox would keep
  * a copy of every pin that existed when it started, and a removed namespace would live on.
  *
+ * A namespace the helper makes takes no IPv6 router advertisements (accept_ra 0 for `all` and
+ * `default`, so also for the interfaces plumbed into it later): weft gives addresses and routes
+ * itself, and a container must not hand its neighbours others (Docker's CVE-2020-13401).
+ *
  * /etc/resolv.conf is a symlink on some hosts (systemd-resolved). The helper binds over the
  * symlink's target when that is a regular file (mount(2) follows the link); when the link
  * dangles (or its target is no regular file, or a file is missing altogether) it puts a
@@ -111,6 +115,13 @@ ioctl($sk, $siocg, $ifr) or exit 125;
 $ifr = pack('Z16 s x22', 'lo', unpack('x16 s', $ifr) | 1);
 ioctl($sk, $siocs, $ifr) or exit 125;
 close($sk);
+# No router advertisements: a container could otherwise give its neighbours addresses and routes
+# (Docker's CVE-2020-13401). default: every interface made in here later. No IPv6: nothing to do.
+for my $k ('all', 'default') {
+  open(my $f, '>', "/proc/sys/net/ipv6/conf/$k/accept_ra") or next;
+  syswrite($f, "0\n");
+  close($f);
+}
 my ($req, $count) = ('');
 until (defined($count) && ($req =~ tr/\0//) > $count) {
   sysread($ctl, $req, 65536, length($req)) or exit 125;

@@ -824,6 +824,9 @@ describe('sandbox process', needsRoot, () => {
       assert.equal(nsInode(p.pid, 'net'), ns.inode);
       const lo = openHandle(ns).links.get('lo');
       assert.equal(lo.up, true, 'lo is up');
+      for (const k of ['all', 'default']) {
+        assert.equal(openHandle(ns).sysctl.get(`net/ipv6/conf/${k}/accept_ra`), '0', `no RAs taken (${k})`);
+      }
       const ref = track(b, await p.start());
       assert.equal((await inside(ref, 'hostname')).trim(), `pin-${way}`);
       // The pin outlives the process: the namespace is the caller's to remove.
