@@ -7,7 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import { Bed, type BedNs, needsRoot } from '../../test/bed.js';
 import { removeAllContainers, startDaemon, type TestDaemon } from '../../test/daemon.js';
 import type { ContainerView } from '../control/service.js';
+import { Netns } from '../kernel/netns.js';
 import { formatIPNet } from '../lib/ip.js';
+import { sandboxPath } from '../net/sandbox.js';
 
 describe('drivers through the daemon', needsRoot, () => {
   const b = new Bed();
@@ -84,6 +86,17 @@ describe('drivers through the daemon', needsRoot, () => {
       0,
     );
     assert.match((await exec('m1', 'ip', 'route')).stdout, /^default via 192\.0\.2\.1/m);
+
+    // A container whose namespace is gone (as after a reboot: process and pin gone) is removed
+    // without looking for its interfaces among the host's: the host's own eth0 stays.
+    host.h.links.add({ kind: 'veth', name: 'eth0', peer: { name: 'eth0p' } });
+    const m3 = await run({ name: 'm3', networks: ['lannet'], cmd: ['sleep', '600'] });
+    process.kill(m3.pid!, 'SIGKILL');
+    Netns.remove(sandboxPath(d.runDir, m3.id));
+    const rm = await d.cli(['rm', '-f', 'm3']);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.ok(host.h.links.find('eth0'), "the host's eth0 is untouched");
+    host.h.links.delete('eth0');
   });
 
   test('dual stack: IPv4 and IPv6 addresses, and ping over IPv6', async () => {
