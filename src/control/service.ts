@@ -98,7 +98,8 @@ export interface ProcessSpec {
 /** A sandbox process set up and waiting to exec its command (see net/process.ts). */
 export interface PreparedProcess {
   readonly pid: number;
-  start(): Promise<{ pid: number; startTime: string }>;
+  /** `exited`: the command's exit status once it ends (its code, or 128 + a signal's number). */
+  start(): Promise<{ pid: number; startTime: string; exited?: Promise<number> }>;
   cancel(): Promise<void>;
 }
 /** A prepare under way: the sandbox's namespace as soon as there is one, then the process. */
@@ -658,13 +659,14 @@ export class HostService {
       );
       const s = await starting;
       if ('error' in s) throw s.error;
-      const started = s.ref;
+      const { exited, ...started } = s.ref;
       rb.push('stop the process', () =>
         this.#d.processes.stop(started.pid, started.startTime, { timeoutMs: 2_000 }),
       );
       if (dns) throw dns.error;
       const running: SandboxRecord = { ...rec, ...started, status: 'running' };
       st.putSandbox(running);
+      void exited?.then((code) => this.#exited(id, started, code));
       sandbox?.ns.close();
       this.#log.info('container started', { container: name, id, pid: started.pid });
       return this.#containerView(running);
@@ -677,8 +679,11 @@ export class HostService {
       if (s.pid !== undefined && s.startTime !== undefined) {
         await this.#d.processes.stop(s.pid, s.startTime, { timeoutMs: opts.timeoutMs ?? 10_000 });
       }
+      // Its exit code comes with its end (#exited), which the serial queue puts after this.
       const stopped: SandboxRecord = { ...s, status: 'exited' };
       this.#d.state.putSandbox(stopped);
+      // A stopped container's published ports and names are free (Docker's).
+      if (s.status === 'running') await this.#reapply();
       this.#log.info('container stopped', { container: s.name });
       return this.#containerView(stopped);
     });
@@ -691,7 +696,8 @@ export class HostService {
       if (alive && !opts.force) {
         throw conflict(`container "${s.name}" is running: stop it first or use rm -f`, { container: s.name });
       }
-      if (alive) await this.#d.processes.stop(s.pid!, s.startTime!, { timeoutMs: 5000 });
+      // SIGKILL at once, as `docker rm -f` does.
+      if (alive) await this.#d.processes.stop(s.pid!, s.startTime!, { timeoutMs: 0 });
       await this.#removeSandboxNow(s);
       await this.#applyFirewall();
       await this.#applyDns();
@@ -1072,7 +1078,7 @@ export class HostService {
   }
 
   #sandbox(name: string): SandboxRecord {
-    const s = this.#d.state.sandbox(name);
+    const s = this.#d.state.findSandbox(name);
     if (!s) throw notFound(`container "${name}" not found`, { container: name });
     return s;
   }
@@ -1119,7 +1125,8 @@ export class HostService {
       if (s.netnsMode === 'external') return openExternalSandbox(s.id, s.netnsPath);
       return openSandbox(this.#d.host.runDir, s.id);
     } catch (e) {
-      if (e instanceof WeftError && e.code === 'NOT_FOUND') return undefined;
+      // INVALID: the pin is a plain file now (its mount gone: a reboot with /run not on tmpfs).
+      if (e instanceof WeftError && (e.code === 'NOT_FOUND' || e.code === 'INVALID')) return undefined;
       throw e;
     }
   }
@@ -1317,10 +1324,30 @@ export class HostService {
     });
   }
 
+  /** Ports held by sandboxes; a container that exited holds none (Docker's). */
   #publishedPorts(): { owner: string; port: PortRecord }[] {
     return this.#d.state
       .sandboxes()
+      .filter((s) => s.status !== 'exited')
       .flatMap((s) => s.ports.map((port) => ({ owner: `container "${s.name}"`, port })));
+  }
+
+  /**
+   * A container's command ended (seen as our child's exit): its status and exit code recorded,
+   * and its published ports and DNS names freed, in the serial queue (after a stop or removal
+   * under way, whose record it must not overwrite). Nothing when the record is gone or is
+   * another process's by now.
+   */
+  #exited(id: string, ref: { pid: number; startTime: string }, exitCode: number): void {
+    void this.#serial(async () => {
+      const s = this.#d.state.sandbox(id);
+      if (!s || s.pid !== ref.pid || s.startTime !== ref.startTime || s.exitCode !== undefined) return;
+      this.#d.state.putSandbox({ ...s, status: 'exited', exitCode });
+      this.#log.info('container exited', { container: s.name, exitCode });
+      if (s.status === 'running') await this.#reapply();
+    }).catch((error: unknown) =>
+      this.#log.warn("a container's end could not be recorded", { container: id, error }),
+    );
   }
 
   /** The firewall's whole desired state, from the records; `without` these sandboxes' endpoints. */
@@ -1359,9 +1386,9 @@ export class HostService {
   #endpointFw(e: EndpointRecord, s: SandboxRecord | undefined): EndpointFw {
     const known = this.#epFw.get(e);
     if (known && known.s === s) return known.fw;
-    // Ports are published on the container's first network (eth0), as Docker does.
+    // Ports are published on the container's first network (eth0), as Docker does, while it runs.
     const ports: PortMapping[] =
-      s && (e.ifname === 'eth0' || s.netnsMode === 'external')
+      s && s.status !== 'exited' && (e.ifname === 'eth0' || s.netnsMode === 'external')
         ? s.ports.map((p) => ({
             proto: p.proto,
             hostIp: p.hostIp === undefined ? undefined : parseIP(p.hostIp),
@@ -1402,7 +1429,8 @@ export class HostService {
       listen.push(...n.subnets.map((x) => ({ address: x.gateway, network: n.name, subnets })));
       for (const e of st.endpoints({ networkId: n.id })) {
         const s = sandboxes.get(e.sandboxId);
-        if (!s) continue;
+        // A container that exited answers to no name (Docker's).
+        if (!s || s.status === 'exited') continue;
         const ips = e.addresses.map((a) => parseIPNet(a).ip);
         for (const name of new Set([s.name, ...e.aliases])) {
           records.push({ network: n.name, name, ips, sandbox: s.id });

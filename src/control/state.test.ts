@@ -97,3 +97,21 @@ test('a write refused by a constraint still leaves the lists right', (t) => {
   assert.throws(() => st.putSandbox(sandbox('a2', 'a')), /already exists/);
   assert.deepEqual(st.sandboxes(), before);
 });
+
+test("findSandbox: a name, an id, or a unique start of an id (Docker's lookup)", (t) => {
+  const { st } = tmpState(t);
+  st.tx(() => {
+    st.putSandbox(sandbox('abc123456789', 'web'));
+    st.putSandbox(sandbox('abd123456789', 'db'));
+  });
+  assert.equal(st.findSandbox('web')?.id, 'abc123456789');
+  assert.equal(st.findSandbox('abd123456789')?.name, 'db');
+  assert.equal(st.findSandbox('abc')?.name, 'web');
+  assert.throws(
+    () => st.findSandbox('ab'),
+    (e: Error & { code?: string }) => e.code === 'CONFLICT',
+  );
+  assert.equal(st.findSandbox('abe'), undefined);
+  assert.equal(st.findSandbox('we'), undefined, 'names are whole');
+  assert.equal(st.sandbox('abc'), undefined, 'sandbox() is exact');
+});

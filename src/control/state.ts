@@ -66,6 +66,8 @@ export interface SandboxRecord {
   readonly pid?: number;
   readonly startTime?: string;
   readonly status: 'created' | 'running' | 'exited';
+  /** The command's exit status (its code, or 128 + a signal's number), once the daemon saw it end. */
+  readonly exitCode?: number;
   readonly created: string;
 }
 
@@ -247,6 +249,23 @@ export class HostState implements IpamStore {
       nameOrId,
     );
     return r ? this.#parse<SandboxRecord>('s', r) : undefined;
+  }
+  /**
+   * What a user names a sandbox by, as Docker reads it: its name, its id, or a unique start of
+   * its id. Throws CONFLICT when a start matches more than one.
+   */
+  findSandbox(ref: string): SandboxRecord | undefined {
+    const exact = this.sandbox(ref);
+    if (exact || !/^[0-9a-f]+$/.test(ref)) return exact;
+    const rows = this.#prep<[number, string], Row>(
+      'SELECT id, doc FROM sandboxes WHERE substr(id, 1, ?) = ? LIMIT 2',
+    ).all(ref.length, ref);
+    if (rows.length > 1) {
+      throw new WeftError('CONFLICT', `"${ref}" starts more than one container id: give more of it`, {
+        details: { prefix: ref },
+      });
+    }
+    return rows[0] ? this.#parse<SandboxRecord>('s', rows[0]) : undefined;
   }
   putSandbox(s: SandboxRecord): void {
     try {

@@ -83,39 +83,56 @@ export function createApiServer(opts: ApiOptions): http.Server {
     return { resynced: true };
   });
   route('GET', '/v1/attachments', (_p, _b, q) => svc().attachments(q.get('owner') ?? undefined));
-  route('POST', '/v1/attachments', (_p, b) => svc().attach(object<AttachRequest>(b)));
+  route('POST', '/v1/attachments', (_p, b) => svc().attach(object<AttachRequest>(b, ATTACH)));
   route('POST', '/v1/attachments/check', (_p, b) =>
-    svc().checkAttachment(object<{ owner: string; containerId: string; ifname: string }>(b)),
+    svc().checkAttachment(
+      object<{ owner: string; containerId: string; ifname: string }>(b, {
+        owner: 'string',
+        containerId: 'string',
+        ifname: 'string',
+      }),
+    ),
   );
   route('DELETE', '/v1/attachments/:owner/:id', (p, _b, q) =>
     svc().detach({
-      owner: decodeURIComponent(p.owner!),
-      containerId: decodeURIComponent(p.id!),
+      owner: p.owner!,
+      containerId: p.id!,
       ...(q.get('ifname') !== null && { ifname: q.get('ifname')! }),
     }),
   );
   route('PUT', '/v1/attachments/:owner/:id/ports', (p, b) =>
     svc().setAttachmentPorts({
-      owner: decodeURIComponent(p.owner!),
-      containerId: decodeURIComponent(p.id!),
-      ports: object<{ ports: string[] }>(b).ports ?? [],
+      owner: p.owner!,
+      containerId: p.id!,
+      ports: object<{ ports?: string[] }>(b, { ports: 'string[]?' }).ports ?? [],
     }),
   );
   route('GET', '/v1/networks', () => svc().networks());
-  route('POST', '/v1/networks', (_p, b) => svc().createNetwork(object<CreateNetworkRequest>(b)));
+  route('POST', '/v1/networks', (_p, b) => svc().createNetwork(object<CreateNetworkRequest>(b, NETWORK)));
   route('GET', '/v1/networks/:name', (p) => svc().network(p.name!));
   route('DELETE', '/v1/networks/:name', async (p) => {
     await svc().removeNetwork(p.name!);
     return { removed: p.name };
   });
   route('POST', '/v1/networks/:name/connect', (p, b) =>
-    svc().connect({ ...object<Omit<ConnectRequest, 'network'>>(b), network: p.name! }),
+    svc().connect({
+      ...object<Omit<ConnectRequest, 'network'>>(b, {
+        container: 'string',
+        ip: 'string?',
+        ip6: 'string?',
+        aliases: 'string[]?',
+      }),
+      network: p.name!,
+    }),
   );
   route('POST', '/v1/networks/:name/disconnect', (p, b) =>
-    svc().disconnect({ container: object<{ container: string }>(b).container, network: p.name! }),
+    svc().disconnect({
+      container: object<{ container: string }>(b, { container: 'string' }).container,
+      network: p.name!,
+    }),
   );
   route('GET', '/v1/containers', () => svc().containers());
-  route('POST', '/v1/containers', (_p, b) => svc().run(object<RunRequest>(b)));
+  route('POST', '/v1/containers', (_p, b) => svc().run(object<RunRequest>(b, RUN)));
   route('GET', '/v1/containers/:name', (p) => svc().container(p.name!));
   route('DELETE', '/v1/containers/:name', async (p, _b, q) => {
     await svc().remove(p.name!, { force: q.get('force') === '1' || q.get('force') === 'true' });
@@ -145,7 +162,13 @@ export function createApiServer(opts: ApiOptions): http.Server {
           pathMatched = true;
           if (method !== req.method) continue;
           const params = Object.fromEntries(
-            Object.entries(m.groups ?? {}).map(([k, v]) => [k, decodeURIComponent(v)]),
+            Object.entries(m.groups ?? {}).map(([k, v]) => {
+              try {
+                return [k, decodeURIComponent(v)];
+              } catch {
+                throw invalid(`"${v}" in the path is not valid percent-encoding`);
+              }
+            }),
           );
           return await h(params, body, url.searchParams);
         }
@@ -167,8 +190,90 @@ export function createApiServer(opts: ApiOptions): http.Server {
   );
 }
 
-function object<T>(b: unknown): T {
+/** What a body field may hold; `?` after it: the field may be absent. */
+type FieldType = 'string' | 'boolean' | 'string[]' | 'strings' | 'subnets';
+type Shape = Readonly<Record<string, `${FieldType}` | `${FieldType}?`>>;
+
+const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+const fieldOk: Record<FieldType, (v: unknown) => boolean> = {
+  string: (v) => typeof v === 'string',
+  boolean: (v) => typeof v === 'boolean',
+  'string[]': isStrings,
+  // A record of strings (options, env).
+  strings: (v) =>
+    v !== null &&
+    typeof v === 'object' &&
+    !Array.isArray(v) &&
+    Object.values(v).every((x) => typeof x === 'string'),
+  subnets: (v) =>
+    Array.isArray(v) &&
+    v.every(
+      (x) =>
+        x !== null &&
+        typeof x === 'object' &&
+        typeof x.subnet === 'string' &&
+        ['gateway', 'ipRange'].every((k) => x[k] === undefined || typeof x[k] === 'string'),
+    ),
+};
+
+/**
+ * The body as a JSON object whose fields named in `shape` have their types (the service checks
+ * the values): INVALID naming the field otherwise. A string where a list is meant (`"cmd":
+ * "sleep"`) would otherwise be spread into characters.
+ */
+function object<T>(b: unknown, shape: Shape = {}): T {
   if (b === null || typeof b !== 'object' || Array.isArray(b))
     throw invalid('the request body must be a JSON object');
+  const o = b as Record<string, unknown>;
+  for (const [k, spec] of Object.entries(shape)) {
+    const optional = spec.endsWith('?');
+    const type = (optional ? spec.slice(0, -1) : spec) as FieldType;
+    if (o[k] === undefined && optional) continue;
+    if (!fieldOk[type](o[k])) {
+      const want = {
+        string: 'a string',
+        boolean: 'true or false',
+        'string[]': 'a list of strings',
+        strings: 'an object of strings',
+        subnets: 'a list of {subnet, gateway?, ipRange?}',
+      }[type];
+      throw invalid(`"${k}" must be ${want}`, { field: k });
+    }
+  }
   return b as T;
 }
+
+const RUN: Shape = {
+  name: 'string?',
+  cmd: 'string[]',
+  networks: 'string[]?',
+  ip: 'string?',
+  ip6: 'string?',
+  ports: 'string[]?',
+  hostname: 'string?',
+  aliases: 'string[]?',
+  dns: 'string[]?',
+  addHosts: 'string[]?',
+  env: 'strings?',
+};
+const NETWORK: Shape = {
+  name: 'string',
+  driver: 'string?',
+  subnets: 'subnets?',
+  ipv6: 'boolean?',
+  internal: 'boolean?',
+  options: 'strings?',
+};
+const ATTACH: Shape = {
+  owner: 'string',
+  containerId: 'string',
+  netns: 'string?',
+  ifname: 'string',
+  network: 'string?',
+  ip: 'string?',
+  ip6: 'string?',
+  mac: 'string?',
+  ports: 'string[]?',
+  aliases: 'string[]?',
+  hostname: 'string?',
+};

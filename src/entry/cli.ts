@@ -8,9 +8,10 @@ import { Command, CommanderError } from 'commander';
 import { asWeftError } from '../lib/errors.js';
 import { addClusterCommands } from './cluster-commands.js';
 import { addCniCommands } from './cni/install.js';
-import { addCommands } from './commands.js';
+import { addCommands, globalOptionsEverywhere } from './commands.js';
 import { exitStatus } from './edge.js';
 import { addLabCommands } from './lab/commands.js';
+import { jsonRequested } from './text.js';
 import { addTraceCommand } from './trace/command.js';
 import { addUiCommands } from './ui/commands.js';
 
@@ -62,6 +63,7 @@ export function buildCli(): Command {
   addCniCommands(program);
   addTraceCommand(program);
   addUiCommands(program);
+  globalOptionsEverywhere(program);
   return program;
 }
 
@@ -74,8 +76,12 @@ function kernelRelease(): string {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const json = argv.includes('--json');
+  let json = jsonRequested(argv);
   const program = buildCli();
+  // Once parsed, the command that runs says exactly (`weft run echo --json` is the command's).
+  program.hook('preAction', (_p, action) => {
+    json = (action.opts() as { json?: unknown }).json === true;
+  });
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {

@@ -6,11 +6,21 @@
 import { spawn } from 'node:child_process';
 import { type Command, Option } from 'commander';
 import type { ContainerView, NetworkView } from '../control/service.js';
-import { invalid, WeftError } from '../lib/errors.js';
+import { findProgram } from '../kernel/run.js';
+import { invalid, isWeftError, WeftError } from '../lib/errors.js';
 import type { Level } from '../lib/log.js';
 import type { ApiClient } from './client.js';
 import { DEFAULT_PLUGIN_SOCKET } from './docker/protocol.js';
-import { daemonClient, table } from './text.js';
+import {
+  daemonClient,
+  execEnv,
+  exitStatusOf,
+  logChunk,
+  parseTail,
+  psPort,
+  table,
+  tailStart,
+} from './text.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const out = (s: string): void => {
@@ -47,8 +57,14 @@ export function positiveInt(v: string, what: string): number {
   return n;
 }
 
+const SOCKET_FLAGS = '--socket <path>';
+
 export function addCommands(program: Command): void {
-  program.option('--socket <path>', 'the daemon API socket (default $WEFT_SOCKET or /run/weft/weft.sock)');
+  // `run` and `exec` stop parsing options at their command (`weft exec c1 ls -l`), which commander
+  // allows only when the program's options stop at the subcommand; --socket is kept working after
+  // it by globalOptionsEverywhere.
+  program.enablePositionalOptions();
+  program.option(SOCKET_FLAGS, 'the daemon API socket (default $WEFT_SOCKET or /run/weft/weft.sock)');
 
   program
     .command('daemon')
@@ -271,8 +287,12 @@ export function addCommands(program: Command): void {
   program
     .command('run')
     .description('run a command in a new container (a sandbox with its own network, hostname and files)')
-    .argument('<cmd...>', 'the command, after --')
-    .option('-d, --detach', 'print the container id and return (default: follow its output until it exits)')
+    .argument('<cmd...>', 'the command (options after it, or after --, are its own)')
+    .passThroughOptions()
+    .option(
+      '-d, --detach',
+      'print the container id and return (default: follow its output, exit with its exit code)',
+    )
     .option('--name <name>', 'container name')
     .option('--network <name>', 'network to attach (repeatable; default: bridge)', collect)
     .option('--ip <ip>', 'IPv4 address on the first network')
@@ -317,17 +337,22 @@ export function addCommands(program: Command): void {
           addHosts: o.addHost ?? [],
           env: env(o.env),
         });
+        // Docker prints the id only when detaching; --json prints the view either way.
         if (o.json) json(c);
-        else out(c.id);
-        if (!o.detach && !o.json) await follow(api, c.name);
+        else if (o.detach) out(c.id);
+        if (o.detach) return;
+        const last = await follow(api, c.name);
+        process.exitCode = last === undefined ? 0 : await exitCode(api, last);
       },
     );
   program
     .command('ps')
-    .description('list containers')
+    .description('list running containers (all with -a)')
+    .option('-a, --all', 'also containers that are not running')
     .option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
-      const list = await client(cmd).request<ContainerView[]>('GET', '/v1/containers');
+    .action(async (o: { all?: boolean; json?: boolean }, cmd: Command) => {
+      const all = await client(cmd).request<ContainerView[]>('GET', '/v1/containers');
+      const list = o.all ? all : all.filter((c) => c.status === 'running');
       if (o.json) {
         json(list);
         return;
@@ -338,12 +363,11 @@ export function addCommands(program: Command): void {
           list.map((c) => [
             c.id,
             c.name,
-            c.status,
+            c.exitCode !== undefined && c.status === 'exited' ? `exited (${c.exitCode})` : c.status,
             c.networks
               .map((n) => `${n.network}:${n.addresses.map((a) => a.split('/')[0]).join(',')}`)
               .join(' ') || '-',
-            c.ports.map((p) => `${p.hostIp ?? '*'}:${p.hostPort}->${p.containerPort}/${p.proto}`).join(',') ||
-              '-',
+            c.ports.map(psPort).join(', ') || '-',
             c.cmd.join(' ').slice(0, 40),
           ]),
         ),
@@ -360,30 +384,42 @@ export function addCommands(program: Command): void {
     .command('exec')
     .description("run a command inside a running container's namespaces")
     .argument('<name>')
-    .argument('<cmd...>', 'the command, after --')
-    .action(async (name: string, argv: string[], _o: unknown, cmd: Command) => {
+    .argument('<cmd...>', 'the command (options after it, or after --, are its own)')
+    .passThroughOptions()
+    .action(async (name: string, args: string[], _o: unknown, cmd: Command) => {
+      // Passed through, a `--` right after the name is kept: it only ends our options.
+      const argv = args[0] === '--' ? args.slice(1) : args;
+      if (argv.length === 0) throw invalid('exec needs a command to run');
       const c = await client(cmd).request<ContainerView>('GET', `/v1/containers/${encodeURIComponent(name)}`);
       if (c.status !== 'running' || c.pid === undefined) {
         throw new WeftError('CONFLICT', `container "${name}" is not running`);
       }
+      // Found on our PATH: the command's own PATH (the container's) may not have it.
+      const nsenter = findProgram('nsenter');
+      if (nsenter === undefined) throw new WeftError('NOT_FOUND', 'nsenter is not installed (util-linux)');
       // --net also for host-mode containers: their namespace is the daemon's host, which need not be ours.
-      const child = spawn(
-        'nsenter',
-        ['--target', String(c.pid), '--net', '--uts', '--mount', '--', ...argv],
-        {
-          stdio: 'inherit',
-        },
-      );
-      const code = await new Promise<number>((r) => child.on('exit', (c2, sig) => r(c2 ?? (sig ? 128 : 1))));
-      process.exitCode = code;
+      const child = spawn(nsenter, ['--target', String(c.pid), '--net', '--uts', '--mount', '--', ...argv], {
+        stdio: 'inherit',
+        env: execEnv(c),
+      });
+      process.exitCode = await new Promise<number>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('exit', (code, sig) => resolve(exitStatusOf(code, sig)));
+      });
     });
   program
     .command('logs')
     .description("print a container's output")
     .argument('<name>')
-    .option('-n, --tail <lines>', 'only the last lines')
-    .action(async (name: string, o: { tail?: string }, cmd: Command) => {
-      const q = o.tail === undefined ? '' : `?tail=${encodeURIComponent(o.tail)}`;
+    .option('-n, --tail <lines>', 'only the last lines (a count, or all)', 'all')
+    .option('-f, --follow', 'keep printing new output until the container stops')
+    .action(async (name: string, o: { tail: string; follow?: boolean }, cmd: Command) => {
+      const tail = parseTail(o.tail);
+      if (o.follow) {
+        await follow(client(cmd), name, tail);
+        return;
+      }
+      const q = tail === undefined ? '' : `?tail=${tail}`;
       const r = await client(cmd).request<{ log: string }>(
         'GET',
         `/v1/containers/${encodeURIComponent(name)}/logs${q}`,
@@ -416,20 +452,78 @@ export function addCommands(program: Command): void {
     });
 }
 
-/** Print a container's output as it grows until its process is gone (bounded by its life). */
-async function follow(api: ApiClient, name: string): Promise<void> {
-  let shown = 0;
+/**
+ * Print a container's output as it grows until its process is gone (bounded by its life), from
+ * its last `tail` lines if given. Returns the container's last view, or undefined when it was
+ * removed meanwhile.
+ */
+async function follow(api: ApiClient, name: string, tail?: number): Promise<ContainerView | undefined> {
+  const at = `/v1/containers/${encodeURIComponent(name)}`;
+  let shown: number | undefined;
   for (;;) {
-    const c = await api.request<ContainerView>('GET', `/v1/containers/${encodeURIComponent(name)}`);
-    const { log } = await api.request<{ log: string }>(
-      'GET',
-      `/v1/containers/${encodeURIComponent(name)}/logs`,
-    );
-    if (log.length > shown) {
-      process.stdout.write(log.slice(shown));
-      shown = log.length;
-    }
-    if (c.status !== 'running') return;
-    await new Promise((r) => setTimeout(r, 200));
+    // The view first: a log read after it saw the process gone holds all its output.
+    const c = await gone(api.request<ContainerView>('GET', at));
+    if (c === undefined) return undefined;
+    const r = await gone(api.request<{ log: string }>('GET', `${at}/logs`));
+    if (r === undefined) return undefined;
+    const final = c.status !== 'running';
+    shown ??= tail === undefined ? 0 : tailStart(r.log, tail);
+    const next = logChunk(r.log, shown, final);
+    if (next.out.length > 0) await write(next.out);
+    shown = next.shown;
+    if (final) return c;
+    await new Promise((r2) => setTimeout(r2, 200));
   }
+}
+
+/** The answer, or undefined when the container is not (any longer) there. */
+async function gone<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (e) {
+    if (isWeftError(e, 'NOT_FOUND')) return undefined;
+    throw e;
+  }
+}
+
+const write = (b: Buffer) =>
+  new Promise<void>((resolve, reject) => process.stdout.write(b, (e) => (e ? reject(e) : resolve())));
+
+/**
+ * The exit code of a container seen not running: the daemon records it when it reaps the process,
+ * which may be a moment after the status turned; 0 when it never tells (about 2 s).
+ */
+async function exitCode(api: ApiClient, last: ContainerView): Promise<number> {
+  const deadline = Date.now() + 2000;
+  let c: ContainerView | undefined = last;
+  for (;;) {
+    if (c === undefined) return 0;
+    if (c.exitCode !== undefined) return c.exitCode;
+    if (Date.now() >= deadline) return 0;
+    await new Promise((r) => setTimeout(r, 100));
+    c = await gone(api.request<ContainerView>('GET', `/v1/containers/${encodeURIComponent(c.name)}`));
+  }
+}
+
+/**
+ * With positional options (see addCommands), the program's options must come before the
+ * subcommand. Give every command a hidden --socket that sets the program's, so
+ * `weft daemon --socket …` and `weft ps --socket …` keep working, whichever way they are read
+ * (optsWithGlobals or program.opts()). Call once all commands are added.
+ */
+export function globalOptionsEverywhere(program: Command): void {
+  const visit = (c: Command): void => {
+    for (const sub of c.commands) {
+      if (!sub.options.some((opt) => opt.long === '--socket')) {
+        sub.addOption(
+          new Option(SOCKET_FLAGS).hideHelp().argParser((v: string) => {
+            program.setOptionValueWithSource('socket', v, 'cli');
+            return v;
+          }),
+        );
+      }
+      visit(sub);
+    }
+  };
+  visit(program);
 }

@@ -213,9 +213,53 @@ describe('weft daemon on one host', needsRoot, () => {
     }
     assert.equal(JSON.stringify(await d.api.request('GET', '/v1/networks')), before, 'networks unchanged');
     assert.equal(host.h.links.list().length, links, 'no link left behind by failed requests');
-    await assert.rejects(d.api.request('POST', '/v1/networks', { name: 'x', subnets: 'nope' }), (e) =>
-      isWeftError(e),
-    );
+    // The API's own bad input: 400 (INVALID) naming the field, never a 500 from deep inside.
+    const api: [string, string, unknown, RegExp][] = [
+      ['POST', '/v1/networks', { name: 'x', subnets: 'nope' }, /"subnets" must be a list/],
+      ['POST', '/v1/networks', { name: ['x'] }, /"name" must be a string/],
+      ['POST', '/v1/containers', { cmd: 'sleep' }, /"cmd" must be a list of strings/],
+      ['POST', '/v1/containers', { cmd: ['true'], env: { A: 1 } }, /"env" must be an object of strings/],
+      ['GET', '/v1/networks/%E0%A4', undefined, /percent-encoding/],
+    ];
+    for (const [method, url, body, re] of api) {
+      await assert.rejects(d.api.request(method, url, body), (e) => {
+        assert.ok(isWeftError(e, 'INVALID'), `${method} ${url}: ${String(e)}`);
+        assert.match(e.message, re);
+        return true;
+      });
+    }
+    assert.equal(JSON.stringify(await d.api.request('GET', '/v1/networks')), before, 'still unchanged');
+  });
+
+  test("a container's end: its exit code, and its port and name freed (also by stop); ids by their start", async () => {
+    const c = await run({
+      name: 'ends',
+      networks: ['front'],
+      ports: ['9090:80'],
+      cmd: ['sh', '-c', 'exit 3'],
+    });
+    let v = c;
+    for (let i = 0; i < 100 && v.exitCode === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      v = await d.api.request<ContainerView>('GET', '/v1/containers/ends');
+    }
+    assert.equal(v.status, 'exited');
+    assert.equal(v.exitCode, 3);
+    // Its port is free again, and so is a stopped container's (killed: 128 + 9, or 143 for TERM).
+    const p2 = await run({ name: 'holds', networks: ['front'], ports: ['9090:80'], cmd: ['sleep', '600'] });
+    const dup = await d.cli(['run', '-d', '--network', 'front', '-p', '9090:80', '--', 'sleep', '1']);
+    assert.equal(dup.code, 4, 'taken while it runs');
+    const stop = await d.cli(['stop', p2.id.slice(0, 5)]);
+    assert.equal(stop.code, 0, stop.stderr);
+    const after = await run({
+      name: 'takes',
+      networks: ['front'],
+      ports: ['9090:80'],
+      cmd: ['sleep', '600'],
+    });
+    assert.equal(after.status, 'running');
+    assert.doesNotMatch((await exec('client', 'getent', 'hosts', 'holds')).stdout, /10\.123/, 'no name');
+    for (const n of ['ends', 'holds', 'takes']) await d.api.request('DELETE', `/v1/containers/${n}?force=1`);
   });
 
   test('a restarted daemon keeps containers reachable and their state', async () => {
@@ -228,6 +272,71 @@ describe('weft daemon on one host', needsRoot, () => {
     assert.equal((await fetch('client', 'http://web/')).stdout, 'hello from web\n');
     const again = await b.exec(outside, 'curl', ['-s', '--max-time', '3', `http://${HOST_IP}:8080/`]);
     assert.equal(again.stdout, 'hello from web\n');
+  });
+
+  test('the CLI as Docker users expect: run attached, exec, ps, logs -f', async () => {
+    // Attached: the output only (no id), a character split between two writes whole, its exit code.
+    const three = await d.cli([
+      'run',
+      '--name',
+      'three',
+      'sh',
+      '-c',
+      "printf 'h\\303'; sleep 0.5; printf '\\251 \\360\\237'; sleep 0.5; printf '\\230\\200\\n'; exit 3",
+    ]);
+    assert.equal(three.code, 3, three.stderr);
+    assert.equal(three.stdout, 'hé 😀\n');
+    const zero = await d.cli(['run', '--name', 'zero', '--', 'true']);
+    assert.equal(zero.code, 0, zero.stderr);
+    assert.equal(zero.stdout, '');
+    const asJson = await d.cli(['run', '--json', '--name', 'js', '--', 'sh', '-c', 'echo out; exit 4']);
+    assert.equal(asJson.code, 4, '--json does not detach');
+    assert.match(asJson.stdout, /^\{[\s\S]*\}\nout\n$/);
+
+    // exec: the command's options without --, the container's environment, a signal's status.
+    const d1 = await d.cli([
+      'run',
+      '-d',
+      '--name',
+      'envy',
+      '-e',
+      'FOO=bar',
+      '-p',
+      '8100-8102:8100-8102',
+      'sleep',
+      '600',
+    ]);
+    assert.equal(d1.code, 0, d1.stderr);
+    assert.match(d1.stdout, /^[0-9a-f]+\n$/, '-d prints the id');
+    const env = await d.cli(['exec', 'envy', 'sh', '-c', 'echo $FOO $HOSTNAME $PATH; env']);
+    assert.equal(env.code, 0, env.stderr);
+    assert.match(
+      env.stdout,
+      /^bar envy \/usr\/local\/sbin:\/usr\/local\/bin:\/usr\/sbin:\/usr\/bin:\/sbin:\/bin\n/,
+    );
+    assert.doesNotMatch(env.stdout, /WEFT_SOCKET/, "not the client's environment");
+    assert.equal((await d.cli(['exec', 'envy', 'ls', '-d', '/'])).stdout, '/\n');
+    assert.equal((await d.cli(['exec', 'envy', 'sh', '-c', 'kill -TERM $$'])).code, 143);
+
+    // ps: running ones only, unless -a; port ranges as ranges.
+    const ps = await d.cli(['ps']);
+    assert.match(ps.stdout, /^\S+\s+envy\s+running\s.*\*:8100-8102->8100-8102\/tcp/m);
+    assert.doesNotMatch(ps.stdout, /\bthree\b/);
+    const names = async (...a: string[]) =>
+      (JSON.parse((await d.cli(['ps', '--json', ...a])).stdout) as ContainerView[]).map((c) => c.name);
+    assert.ok(!(await names()).includes('three'));
+    assert.ok((await names('-a')).includes('three'));
+    assert.match((await d.cli(['ps', '-a'])).stdout, /\bthree\s+exited \(3\)/);
+
+    // logs -f follows until the container ends; --tail all is everything.
+    await d.cli(['run', '-d', '--name', 'talk', 'sh', '-c', 'echo one; sleep 1; echo two']);
+    const f = await d.cli(['logs', '-f', '--tail', 'all', 'talk']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.equal(f.stdout, 'one\ntwo\n');
+    assert.equal((await d.cli(['logs', '-f', '-n', '1', 'talk'])).stdout, 'two\n');
+    for (const n of ['three', 'zero', 'js', 'envy', 'talk']) {
+      await d.api.request('DELETE', `/v1/containers/${n}?force=1`);
+    }
   });
 
   test('removing everything leaves no veth, bridge, namespace, rule or file behind', async () => {

@@ -84,6 +84,9 @@ export interface DaemonOptions extends HostOptions {
   dockerPluginSocket?: string;
 }
 
+/** How long requests under way may take to finish when the daemon stops. */
+const CLOSE_GRACE_MS = 2_000;
+
 /** The backends this build has: the explicit registry ARCHITECTURE.md asks for. */
 export const BACKENDS: Readonly<Record<BackendType, BackendFactory>> = {
   vxlan: vxlanBackend,
@@ -357,8 +360,13 @@ export async function startDaemon(opts: DaemonOptions = {}, signal?: AbortSignal
     async close() {
       ready = false;
       await docker?.close();
-      await new Promise<void>((r) => server.close(() => r()));
-      server.closeAllConnections();
+      // Requests under way get a moment to finish; a client that stalls (a body half sent)
+      // does not hold the stop: its connection is cut after the grace.
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      await closed;
+      clearTimeout(grace);
       d.close();
       fw.close();
       await starter

@@ -5,7 +5,7 @@
  * format stay with each server.
  */
 import type * as http from 'node:http';
-import { invalid } from '../lib/errors.js';
+import { invalid, type WeftError } from '../lib/errors.js';
 
 export const MAX_BODY = 1 << 20;
 
@@ -30,26 +30,52 @@ export function serveJson(
   },
 ): void {
   const started = performance.now();
+  // The target is a path: joined to a base, never parsed as a URL of its own ("//host/x" would
+  // name a host, "//[" throw). One that still does not parse is a 400, never a throw out of here.
+  let url: URL | undefined;
+  try {
+    url = new URL(`http://weft${(req.url ?? '/').startsWith('/') ? '' : '/'}${req.url ?? ''}`);
+  } catch {
+    url = undefined;
+  }
   const x: JsonExchange = {
-    url: new URL(req.url ?? '/', 'http://weft'),
+    url: url ?? new URL('http://weft/'),
     elapsed: () => Math.round((performance.now() - started) * 10) / 10,
   };
+  let answered = false;
   const send = (status: number, body: unknown, error?: unknown) => {
+    if (answered) return;
+    answered = true;
     const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': o.contentType, 'content-length': Buffer.byteLength(text) });
     res.end(text);
     o.done?.(status, x, error);
   };
+  const refuse = (e: WeftError, status?: number) => {
+    const f = o.fail(e);
+    send(status ?? f.status, f.body, e);
+  };
+  if (!url) {
+    refuse(invalid(`"${req.url}" is not a request path`));
+    req.resume();
+    return;
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   req.on('data', (c: Buffer) => {
     size += c.length;
     if (size <= MAX_BODY) chunks.push(c);
+    else if (!answered) {
+      // Answered at once, and the rest not read: the connection closes after the answer.
+      res.setHeader('connection', 'close');
+      res.once('finish', () => req.socket.destroy());
+      refuse(invalid(`the request body is larger than ${MAX_BODY} bytes`), 413);
+    }
   });
   req.on('end', () => {
+    if (answered) return;
     void (async () => {
       try {
-        if (size > MAX_BODY) throw invalid('request body too large');
         const text = Buffer.concat(chunks).toString('utf8').trim();
         let body: unknown;
         if (text !== '') {

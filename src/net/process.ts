@@ -42,6 +42,7 @@
  */
 import * as fs from 'node:fs';
 import type { Socket } from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Netns } from '../kernel/netns.js';
 import { DEFAULT_PATH } from '../kernel/run.js';
@@ -113,6 +114,12 @@ export interface ProcessRef {
   readonly startTime: string;
 }
 
+/** A command started by its sandbox helper: ours (our child) until it ends. */
+export interface StartedProcess extends ProcessRef {
+  /** Its exit status as a shell gives it: the exit code, or 128 + the number of the signal. */
+  readonly exited: Promise<number>;
+}
+
 /** A sandbox set up (namespaces, hostname, files) whose command has not run yet. */
 export interface PreparedProcess {
   /** The helper's pid; after `start()` the command's own. */
@@ -124,7 +131,7 @@ export interface PreparedProcess {
    * longer than PREPARED_TTL_S for this call. A failed start leaves no process behind. Calling it
    * again returns the same promise.
    */
-  start(): Promise<ProcessRef>;
+  start(): Promise<StartedProcess>;
   /**
    * Kill the helper (by pid) and wait for it: the command never runs and the sandbox's mount and
    * UTS namespaces go with it. Idempotent; a no-op once `start()` was called (start settles it;
@@ -370,7 +377,7 @@ class Helper implements PreparedProcess {
   #spec: ProcessSpec | undefined;
   #onSettled: (() => void) | undefined;
   #vanished = false;
-  #started: Promise<ProcessRef> | undefined;
+  #started: Promise<StartedProcess> | undefined;
   #cancelled: Promise<void> | undefined;
 
   /**
@@ -583,7 +590,7 @@ class Helper implements PreparedProcess {
     return this;
   }
 
-  start(): Promise<ProcessRef> {
+  start(): Promise<StartedProcess> {
     if (this.#cancelled) {
       return Promise.reject(invalid(`the sandbox of "${this.#command}" was cancelled`, this.#details));
     }
@@ -591,7 +598,7 @@ class Helper implements PreparedProcess {
     return this.#started;
   }
 
-  async #start(): Promise<ProcessRef> {
+  async #start(): Promise<StartedProcess> {
     this.#ctl.send(START_BYTE);
     // The next helper is spawned now, while this one execs (the daemon's thread would only wait
     // for the exec here), rather than after: the fork then delays this answer by what is left of
@@ -624,7 +631,10 @@ class Helper implements PreparedProcess {
     }
     this.#ctl.close();
     this.#settled();
-    return { pid: this.pid, startTime: this.#startTime as string };
+    const exited = this.#child.exited.then(
+      (st) => st.code ?? 128 + (st.signal === null ? 0 : (os.constants.signals[st.signal] ?? 0)),
+    );
+    return { pid: this.pid, startTime: this.#startTime as string, exited };
   }
 
   cancel(): Promise<void> {

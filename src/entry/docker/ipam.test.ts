@@ -103,15 +103,20 @@ describe('docker IPAM', () => {
     assert.throws(() => s.ipam.requestAddress(addr(PoolID)), code('BUSY'));
   });
 
-  test('pools: identical requests share one id with a count; overlaps are CONFLICT; bad input INVALID', (t) => {
+  test('pools: one asked for again, or overlapping, is CONFLICT (Docker too); bad input INVALID', (t) => {
     const s = setup({ nets: [{ name: 'front', subnet: parseCidr('10.50.0.0/24') }] });
     t.after(s.done);
     const a = s.ipam.requestPool(pool('10.99.0.0/24'));
-    const b = s.ipam.requestPool(pool('10.99.0.0/24'));
-    assert.equal(a.PoolID, b.PoolID);
-    assert.equal(s.ipam.pools()[0]!.refs, 2);
-    s.ipam.releasePool(a);
+    const gw = s.ipam.requestAddress(
+      addr(a.PoolID, '', { RequestAddressType: 'com.docker.network.gateway' }),
+    );
+    assert.throws(() => s.ipam.requestPool(pool('10.99.0.0/24')), code('CONFLICT'));
     assert.equal(s.ipam.pools().length, 1);
+    assert.deepEqual(
+      Object.keys(s.ipam.pools()[0]!.addresses),
+      [gw.Address.split('/')[0]],
+      'its gateway kept',
+    );
     assert.throws(() => s.ipam.requestPool(pool('10.99.0.0/16')), code('CONFLICT'));
     assert.throws(
       () => s.ipam.requestPool(pool('10.50.0.128/25')),

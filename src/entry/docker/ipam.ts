@@ -13,8 +13,10 @@
  * pool left to the plugin is picked like weft picks subnets (Docker's default address pools,
  * skipping every weft network, every pool of the plugin and every prefix routed on the host).
  * Addresses are handed out by weft's own allocator (round-robin over the pool, or its SubPool)
- * and recorded, so two requests never get one address. Identical RequestPool calls share one
- * pool id with a reference count, as libnetwork asks.
+ * and recorded, so two requests never get one address. A pool asked for again is CONFLICT, as
+ * Docker's own IPAM answers (ErrPoolOverlap): two networks sharing one pool would share its
+ * addresses, and the second one's teardown would release the first one's gateway. (`refs` stays
+ * in the record for files written when identical requests shared a pool.)
  *
  * All methods are synchronous: each runs to completion between two requests, which is what
  * makes a reservation atomic in one Node process.
@@ -175,10 +177,8 @@ export class DockerIpam {
     }
     const pool = formatIPNet(subnet);
     const id = `${space}/${pool}${subPool === undefined ? '' : `/${subPool}`}`;
-    const known = this.#pools.get(id);
-    if (known) {
-      this.#commit([{ ...known, refs: known.refs + 1 }]);
-      return { PoolID: id, Pool: pool, Data: {} };
+    if (this.#pools.has(id)) {
+      throw conflict(`pool ${pool} is already the pool of a docker network`, { pool: id });
     }
     if (req.Pool !== '') checkSubnetFree(subnet, this.#inUse());
     this.#commit([

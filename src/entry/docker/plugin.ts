@@ -82,7 +82,12 @@ export function createPluginServer(routes: Record<string, Handler>, log: Logger 
         if (req.method !== 'POST') throw invalid(`${method.slice(1)} is called with POST, not ${req.method}`);
         return await h(body);
       },
-      fail: (e) => pluginError(ifaceOf(method), e),
+      fail: (e) => {
+        const r = pluginError(ifaceOf(method), e);
+        // dockerd takes a 404 for "not implemented" and goes on (ProgramExternalConnectivity:
+        // ports silently unpublished): only an unknown method may say 404.
+        return routes[method] && r.status === 404 ? { ...r, status: 500 } : r;
+      },
       done: (status, { elapsed }, error) => {
         if (error !== undefined) {
           const fields = { method: method.slice(1), status, error: asWeftError(error) };
