@@ -673,12 +673,23 @@ export class HostService {
     });
   }
 
-  stop(name: string, opts: { timeoutMs?: number } = {}): Promise<ContainerView> {
+  /**
+   * SIGTERM, then SIGKILL after `timeoutMs` (default 10 s). The wait is outside the serial
+   * queue: a container slow to stop holds no other request up. INVALID for a bad timeout.
+   */
+  async stop(name: string, opts: { timeoutMs?: number } = {}): Promise<ContainerView> {
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 3_600_000) {
+      throw invalid(`stop timeout must be 0 to 3600 s, not ${timeoutMs / 1000} s`);
+    }
+    const first = this.#sandbox(name);
+    if (first.pid !== undefined && first.startTime !== undefined) {
+      await this.#d.processes.stop(first.pid, first.startTime, { timeoutMs });
+    }
     return this.#serial(async () => {
-      const s = this.#sandbox(name);
-      if (s.pid !== undefined && s.startTime !== undefined) {
-        await this.#d.processes.stop(s.pid, s.startTime, { timeoutMs: opts.timeoutMs ?? 10_000 });
-      }
+      // Read again: the record may have changed while it stopped (its end recorded).
+      const s = this.#d.state.sandbox(first.id);
+      if (!s) throw notFound(`container "${name}" not found`, { container: name });
       // Its exit code comes with its end (#exited), which the serial queue puts after this.
       const stopped: SandboxRecord = { ...s, status: 'exited' };
       this.#d.state.putSandbox(stopped);

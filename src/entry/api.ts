@@ -138,7 +138,12 @@ export function createApiServer(opts: ApiOptions): http.Server {
     await svc().remove(p.name!, { force: q.get('force') === '1' || q.get('force') === 'true' });
     return { removed: p.name };
   });
-  route('POST', '/v1/containers/:name/stop', (p) => svc().stop(p.name!));
+  route('POST', '/v1/containers/:name/stop', (p, _b, q) => {
+    const t = q.get('t');
+    if (t === null) return svc().stop(p.name!);
+    if (!/^\d+$/.test(t)) throw invalid(`t=${t} is not a number of seconds`);
+    return svc().stop(p.name!, { timeoutMs: Number(t) * 1000 });
+  });
   route('GET', '/v1/containers/:name/logs', (p, _b, q) => {
     const file = svc().logPath(p.name!);
     const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';

@@ -428,11 +428,13 @@ export function addCommands(program: Command): void {
     });
   program
     .command('stop')
-    .description('stop containers (SIGTERM, then SIGKILL after 10 s)')
+    .description('stop containers (SIGTERM, then SIGKILL after -t seconds, default 10)')
     .argument('<names...>')
-    .action(async (names: string[], _o: unknown, cmd: Command) => {
+    .option('-t, --time <seconds>', 'seconds to wait for the container to stop before killing it')
+    .action(async (names: string[], o: { time?: string }, cmd: Command) => {
+      const q = o.time === undefined ? '' : `?t=${encodeURIComponent(o.time)}`;
       for (const n of names) {
-        await client(cmd).request('POST', `/v1/containers/${encodeURIComponent(n)}/stop`);
+        await client(cmd).request('POST', `/v1/containers/${encodeURIComponent(n)}/stop${q}`);
         out(n);
       }
     });

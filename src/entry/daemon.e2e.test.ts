@@ -262,6 +262,27 @@ describe('weft daemon on one host', needsRoot, () => {
     for (const n of ['ends', 'holds', 'takes']) await d.api.request('DELETE', `/v1/containers/${n}?force=1`);
   });
 
+  test('stop -t: SIGKILL after t seconds; a slow stop holds no other request up', async () => {
+    await run({ name: 'stubborn', networks: ['front'], cmd: ['sh', '-c', 'trap "" TERM; sleep 600'] });
+    const started = Date.now();
+    const stopping = d.cli(['stop', '-t', '2', 'stubborn']);
+    await new Promise((r) => setTimeout(r, 200));
+    const quick = await run({ name: 'meanwhile', networks: ['front'], cmd: ['sleep', '600'] });
+    assert.equal(quick.status, 'running');
+    assert.ok(Date.now() - started < 1500, 'another request went through while it stopped');
+    const r = await stopping;
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(Date.now() - started >= 2000, 'SIGTERM was ignored: SIGKILL after 2 s');
+    let v = await d.api.request<ContainerView>('GET', '/v1/containers/stubborn');
+    for (let i = 0; i < 40 && v.exitCode === undefined; i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      v = await d.api.request<ContainerView>('GET', '/v1/containers/stubborn');
+    }
+    assert.equal(v.exitCode, 137);
+    assert.equal((await d.cli(['stop', '-t', 'x', 'meanwhile'])).code, 2);
+    for (const n of ['stubborn', 'meanwhile']) await d.api.request('DELETE', `/v1/containers/${n}?force=1`);
+  });
+
   test('a restarted daemon keeps containers reachable and their state', async () => {
     await d.stop();
     const fromOutside = await b.exec(outside, 'curl', ['-s', '--max-time', '3', `http://${HOST_IP}:8080/`]);
