@@ -767,10 +767,23 @@ export class HostService {
       if (!ep) throw notFound(`"${s.name}" is not connected to "${n.name}"`);
       const drv = this.#driver(n.driver);
       const ref = this.#sandboxRef(s);
-      if (ref) await drv.leave(this.#spec(n), this.#epSpec(ep), ref);
-      ref?.ns.close();
-      await drv.deleteEndpoint(this.#spec(n), this.#epSpec(ep));
-      st.tx(() => this.#releaseEndpoint(ep));
+      try {
+        if (ref) await drv.leave(this.#spec(n), this.#epSpec(ep), ref);
+        await drv.deleteEndpoint(this.#spec(n), this.#epSpec(ep));
+        st.tx(() => this.#releaseEndpoint(ep));
+        // The default route may have left with it: the next network (by interface) takes it.
+        if (ref) {
+          const rest = [...st.endpoints({ sandboxId: s.id })].sort((a, b) =>
+            a.ifname.localeCompare(b.ifname, 'en', { numeric: true }),
+          );
+          for (const e of rest) {
+            const n2 = st.network(e.networkId);
+            if (n2) await this.#driver(n2.driver).ensureDefaultRoute?.(this.#spec(n2), this.#epSpec(e), ref);
+          }
+        }
+      } finally {
+        ref?.ns.close();
+      }
       await this.#applyFirewall();
       await this.#applyDns();
       this.#refreshFiles(s);

@@ -180,6 +180,13 @@ describe('weft daemon on one host', needsRoot, () => {
     assert.match((await exec('client', 'cat', '/etc/hosts')).stdout, /^10\.124\.0\.50\tclient$/m);
     await d.cli(['network', 'disconnect', 'back', 'client']);
     assert.doesNotMatch((await exec('client', 'cat', '/etc/hosts')).stdout, /10\.124\.0\.50/);
+
+    // Leaving the network that held the default route: the remaining one takes it (Docker's).
+    await run({ name: 'rover', networks: ['front'], cmd: ['sleep', '600'] });
+    assert.equal((await d.cli(['network', 'connect', 'back', 'rover'])).code, 0);
+    assert.equal((await d.cli(['network', 'disconnect', 'front', 'rover'])).code, 0);
+    assert.match((await exec('rover', 'ip', 'route')).stdout, /^default via 10\.124\.0\.1 dev eth1/m);
+    await d.api.request('DELETE', '/v1/containers/rover?force=1');
     assert.match((await exec('client', 'ip', '-br', 'link')).stdout, /^eth0/m);
     assert.doesNotMatch((await exec('client', 'ip', '-br', 'link')).stdout, /^eth1/m);
   });

@@ -107,6 +107,12 @@ export interface NetworkDriver {
   join(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void>;
   /** Unplumb the endpoint from the sandbox (idempotent). */
   leave(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef, opts?: LeaveOptions): Promise<void>;
+  /**
+   * Give the sandbox a default route through this joined endpoint for each family it has none
+   * of (after the endpoint that held it left: Docker moves the gateway to a remaining network).
+   * Optional; idempotent.
+   */
+  ensureDefaultRoute?(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void>;
   /** Read back a joined endpoint's kernel state and compare it with the spec (optional). */
   inspectEndpoint?(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): EndpointInfo;
 }

@@ -25,7 +25,7 @@
  * (`uplinkRecord(id)`, to persist) and handed back after a restart (`uplinks` option);
  * `deleteNetwork` restores it before removing the bridge.
  */
-import type { NetHandle } from '../../kernel/handle.js';
+import { type NetHandle, openHandle } from '../../kernel/handle.js';
 import { isWeftError, notFound, WeftError } from '../../lib/errors.js';
 import { transaction } from '../../lib/rollback.js';
 import type {
@@ -40,6 +40,7 @@ import type {
 import { inspectPlumbed, plumbEndpoint } from './endpoint.js';
 import {
   ensureBridge,
+  ensureDefaultRoutes,
   ensureForwarding,
   ensureGateway,
   hostVethName,
@@ -238,6 +239,12 @@ export class BridgeDriver implements NetworkDriver {
     else await this.#host.links.deleteAsync(name);
     const st = this.#nets.get(net.id);
     if (st?.joined.has(ep.id)) await this.#leaveState(st, ep);
+  }
+
+  async ensureDefaultRoute(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void> {
+    const sb = openHandle(sandbox.ns);
+    // A bare endpoint's interface is the runtime's to configure (Docker).
+    if (!ep.bare && sb.links.find(ep.ifname)) ensureDefaultRoutes(sb, net, ep);
   }
 
   inspectEndpoint(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): EndpointInfo {

@@ -22,7 +22,7 @@ import { type NetHandle, openHandle } from '../../kernel/handle.js';
 import { formatIP } from '../../lib/ip.js';
 import type { Rollback } from '../../lib/rollback.js';
 import type { EndpointInfo, EndpointSpec, NetworkSpec, SandboxRef } from '../driver.js';
-import { hostVethName, subnetFor } from './setup.js';
+import { ensureDefaultRoutes, hostVethName, subnetFor } from './setup.js';
 
 /** A temporary, unique interface name for a peer before its rename (`wtmp` + 8 hex chars). */
 export const tempIfName = (): string => `wtmp${randomBytes(4).toString('hex')}`;
@@ -75,16 +75,7 @@ export async function plumbEndpoint(
   sb.links.setUp(ep.ifname);
   for (const a of ep.addresses) sb.addrs.add(ep.ifname, a, a.ip.family === 6 ? { noDad: true } : {});
 
-  const defaultRoutes: (4 | 6)[] = [];
-  if (!net.internal) {
-    for (const a of ep.addresses) {
-      const fam = a.ip.family;
-      if (sb.routes.list({ family: fam, dst: 'default' }).length > 0) continue;
-      const gw = subnetFor(net, a).gateway;
-      sb.routes.add({ dst: 'default', family: fam, via: formatIP(gw), dev: ep.ifname });
-      defaultRoutes.push(fam);
-    }
-  }
+  const defaultRoutes = ensureDefaultRoutes(sb, net, ep);
   return { hostIf, defaultRoutes };
 }
 

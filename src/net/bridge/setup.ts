@@ -45,6 +45,23 @@ export function validateMtuAndSubnets(net: NetworkSpec): void {
   }
 }
 
+/**
+ * In the sandbox (`sb`), a default route via the network's gateway on `ep`'s interface for each
+ * family of its addresses that has none yet (none on an internal network). Returns the families
+ * it added. Shared by the L2 drivers' join, and by a disconnect that took the default route away.
+ */
+export function ensureDefaultRoutes(sb: NetHandle, net: NetworkSpec, ep: EndpointSpec): (4 | 6)[] {
+  const added: (4 | 6)[] = [];
+  if (net.internal) return added;
+  for (const a of ep.addresses) {
+    const family = a.ip.family;
+    if (sb.routes.list({ family, dst: 'default' }).length > 0) continue;
+    sb.routes.add({ dst: 'default', family, via: formatIP(subnetFor(net, a).gateway), dev: ep.ifname });
+    added.push(family);
+  }
+  return added;
+}
+
 /** The subnet of `net` an endpoint address belongs to; INVALID when none does. */
 export function subnetFor(net: NetworkSpec, addr: IPNet): SubnetSpec {
   const s = net.subnets.find((x) => containsIP(x.subnet, addr.ip));

@@ -22,12 +22,11 @@
 import type { NetHandle } from '../../kernel/handle.js';
 import { openHandle } from '../../kernel/handle.js';
 import { invalid, notFound, WeftError } from '../../lib/errors.js';
-import { formatIP } from '../../lib/ip.js';
 import { checkIfName } from '../../lib/names.js';
 import { transaction } from '../../lib/rollback.js';
 import type { MacvlanMode } from '../../netlink/link.js';
 import { tempIfName } from '../bridge/endpoint.js';
-import { subnetFor, validateMtuAndSubnets } from '../bridge/setup.js';
+import { ensureDefaultRoutes, subnetFor, validateMtuAndSubnets } from '../bridge/setup.js';
 import type { EndpointSpec, LeaveOptions, NetworkDriver, NetworkSpec, SandboxRef } from '../driver.js';
 
 /** The macvlan modes a network may ask for (`source` needs a MAC list weft does not manage). */
@@ -150,14 +149,13 @@ export class MacvlanDriver implements NetworkDriver {
       if (ep.mac !== undefined) sb.links.setMac(ep.ifname, ep.mac);
       sb.links.setUp(ep.ifname);
       for (const a of ep.addresses) sb.addrs.add(ep.ifname, a, a.ip.family === 6 ? { noDad: true } : {});
-      if (net.internal) return;
-      for (const a of ep.addresses) {
-        const family = a.ip.family;
-        if (sb.routes.list({ family, dst: 'default' }).length > 0) continue;
-        const gw = subnetFor(net, a).gateway;
-        sb.routes.add({ dst: 'default', family, via: formatIP(gw), dev: ep.ifname });
-      }
+      ensureDefaultRoutes(sb, net, ep);
     });
+  }
+
+  async ensureDefaultRoute(net: NetworkSpec, ep: EndpointSpec, sandbox: SandboxRef): Promise<void> {
+    const sb = openHandle(sandbox.ns);
+    if (sb.links.find(ep.ifname)) ensureDefaultRoutes(sb, net, ep);
   }
 
   /**
