@@ -187,6 +187,17 @@ describe('bridge uplink', needsRoot, () => {
     await third.deleteNetwork(net);
     assert.equal(host.h.links.find('wbr1'), undefined);
     await assertRestored(b, host);
+
+    // After a reboot: no bridge, and the uplink has its addresses again, another one by now
+    // (DHCP). The record's old ones are not brought back with it.
+    for (const a of ['203.0.113.2/24', '203.0.113.3/24']) host.h.addrs.delete('eth0', parseIPNet(a));
+    host.h.addrs.add('eth0', '203.0.113.9/24');
+    const now = ['2001:db8:1::2/64', '203.0.113.9/24'];
+    const fourth = new BridgeDriver({ host: host.h, uplinks: { n1: rec } });
+    await fourth.createNetwork(net);
+    assert.deepEqual(addrsOf(host, 'wbr1'), now, 'only what the uplink has now');
+    await fourth.deleteNetwork(net);
+    assert.deepEqual(addrsOf(host, 'eth0'), now);
   });
 
   test('failures roll back: a firewall error in create, a foreign port in delete', async (t) => {

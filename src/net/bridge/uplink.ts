@@ -146,9 +146,12 @@ export function attachUplink(
     rb.push(`address ${a} back on ${iface}`, () => void h.addrs.ensure(iface, a, addrOpts(a)));
   }
 
-  // Onto the bridge: what moves now and what an earlier attach moved (repairing drift).
-  const allAddrs = union(prior?.addresses ?? [], addrs, (x, y) => x === y);
-  const allRoutes = union(prior?.routes ?? [], routes, sameRoute);
+  // Onto the bridge: what moves now and what an earlier attach moved (repairing drift). An
+  // uplink that was not on the bridge and has addresses of its own (after a reboot: the bridge
+  // is new, DHCP may have given another address) is the truth; the record would add stale ones.
+  const stale = !attached && addrs.length > 0;
+  const allAddrs = stale ? addrs : union(prior?.addresses ?? [], addrs, (x, y) => x === y);
+  const allRoutes = stale ? routes : union(prior?.routes ?? [], routes, sameRoute);
   for (const a of allAddrs) {
     if (hasAddr(h, bridge, a)) continue;
     h.addrs.ensure(bridge, a, addrOpts(a));
