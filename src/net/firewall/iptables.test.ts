@@ -31,10 +31,14 @@ const dockerish = (forward: string[], chain = false) =>
   ].join('\n');
 
 const CHAIN_RULES = [
-  '-A WEFT-FORWARD -i br0 -m comment --comment "weft net n1" -j ACCEPT',
   '-A WEFT-FORWARD -o br0 -m comment --comment "weft net n1" -j ACCEPT',
-  '-A WEFT-FORWARD -i br1 -m comment --comment "weft net n2" -j ACCEPT',
   '-A WEFT-FORWARD -o br1 -m comment --comment "weft net n2" -j ACCEPT',
+  // Traffic to Docker's or libvirt's bridges is theirs to judge (their isolation comes later).
+  '-A WEFT-FORWARD -o docker0 -m comment --comment "not a weft bridge: its own rules decide" -j RETURN',
+  '-A WEFT-FORWARD -o br-+ -m comment --comment "not a weft bridge: its own rules decide" -j RETURN',
+  '-A WEFT-FORWARD -o virbr+ -m comment --comment "not a weft bridge: its own rules decide" -j RETURN',
+  '-A WEFT-FORWARD -i br0 -m comment --comment "weft net n1" -j ACCEPT',
+  '-A WEFT-FORWARD -i br1 -m comment --comment "weft net n2" -j ACCEPT',
 ];
 
 describe('iptables coexistence', () => {

@@ -4,6 +4,9 @@
  * weft's traffic whatever weft's own table says. The fix is a small piece in iptables' filter
  * table: a chain WEFT-FORWARD, jumped to from FORWARD at position 1, accepting traffic in and
  * out of each weft bridge. Isolation stays with weft's `inet weft` table: its drops still win.
+ * Traffic from a weft bridge to another manager's bridge (Docker's docker0 and br-*, libvirt's
+ * virbr*) goes back to FORWARD instead: an accept at position 1 would pass it before that
+ * manager's own isolation rules (Docker: no direct way to a container's unpublished ports).
  *
  * The texts are for `iptables-restore --noflush` / `ip6tables-restore --noflush`. Unlike nft,
  * iptables-restore has no "delete if present": `-D` and `-X` of something absent fail the whole
@@ -18,6 +21,8 @@ import { planFirewall } from './plan.js';
 import type { FirewallState } from './types.js';
 
 export const IPT_CHAIN = 'WEFT-FORWARD';
+/** Other managers' bridges, by their names (iptables matches no link kind): Docker's, libvirt's. */
+const FOREIGN_BRIDGES = ['docker0', 'br-+', 'virbr+'];
 const JUMP = `-A FORWARD -j ${IPT_CHAIN}`;
 
 /** What `iptables-save -t filter` / `ip6tables-save -t filter` print now; undefined: skip that family (no iptables there). */
@@ -110,11 +115,14 @@ export function renderIptables(state: FirewallState, saved: IptablesSaved): Ipta
       for (let i = 0; i < s.jumps; i++) lines.push(`-D FORWARD -j ${IPT_CHAIN}`);
       lines.push(`-I FORWARD 1 -j ${IPT_CHAIN}`);
     }
-    for (const n of networks) {
-      const comment = `-m comment --comment "weft net ${n.id}"`;
-      lines.push(`-A ${IPT_CHAIN} -i ${n.bridge} ${comment} -j ACCEPT`);
-      lines.push(`-A ${IPT_CHAIN} -o ${n.bridge} ${comment} -j ACCEPT`);
+    const comment = (n: { id: string }) => `-m comment --comment "weft net ${n.id}"`;
+    for (const n of networks) lines.push(`-A ${IPT_CHAIN} -o ${n.bridge} ${comment(n)} -j ACCEPT`);
+    for (const other of FOREIGN_BRIDGES) {
+      lines.push(
+        `-A ${IPT_CHAIN} -o ${other} -m comment --comment "not a weft bridge: its own rules decide" -j RETURN`,
+      );
     }
+    for (const n of networks) lines.push(`-A ${IPT_CHAIN} -i ${n.bridge} ${comment(n)} -j ACCEPT`);
     out.push(batch(f, lines));
   }
   return out;

@@ -167,6 +167,7 @@ describe('firewall rendering against the kernel', needsRoot, () => {
     assert.deepEqual(
       chains.map((c) => [c.name, c.type, c.hook, c.prio, c.policy]),
       [
+        ['loopback', 'filter', 'prerouting', -300, 'accept'],
         ['prerouting', 'nat', 'prerouting', -100, 'accept'],
         ['output', 'nat', 'output', -100, 'accept'],
         ['published', undefined, undefined, undefined, undefined],
@@ -220,12 +221,17 @@ describe('firewall rendering against the kernel', needsRoot, () => {
         ':WEFT-FORWARD - [0:0]',
         '-A FORWARD -j WEFT-FORWARD',
         '-A FORWARD -i foreign0 -j ACCEPT',
-        ...['n1 br0', 'n2 br1', 'n3 br2', 'n4 br3'].flatMap((x) => {
-          const [id, br] = x.split(' ');
-          return ['-i', '-o'].map(
-            (d) => `-A WEFT-FORWARD ${d} ${br} -m comment --comment "weft net ${id}" -j ACCEPT`,
-          );
-        }),
+        ...['-o', 'returns', '-i'].flatMap((d) =>
+          d === 'returns'
+            ? ['docker0', 'br-+', 'virbr+'].map(
+                (o) =>
+                  `-A WEFT-FORWARD -o ${o} -m comment --comment "not a weft bridge: its own rules decide" -j RETURN`,
+              )
+            : ['n1 br0', 'n2 br1', 'n3 br2', 'n4 br3'].map((x) => {
+                const [id, br] = x.split(' ');
+                return `-A WEFT-FORWARD ${d} ${br} -m comment --comment "weft net ${id}" -j ACCEPT`;
+              }),
+        ),
       ]);
     }
     // Re-apply twice (re-reading each time): still one jump, first; the chain refilled, not doubled.

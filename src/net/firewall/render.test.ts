@@ -27,6 +27,11 @@ describe('renderTables', () => {
       `table inet weft
 delete table inet weft
 table inet weft {
+\tchain loopback {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tiifname != "lo" ip daddr 127.0.0.0/8 drop comment "127.0.0.0/8 only from the host itself"
+\t}
+
 \tchain prerouting {
 \t\ttype nat hook prerouting priority dstnat; policy accept;
 \t\tfib daddr type local jump published comment "published ports on host addresses"
@@ -306,21 +311,22 @@ table inet weft {
   });
 });
 
-test('renderRuleUpdate: flushes and refills the five chains, declares none; nothing for no networks', () => {
+test('renderRuleUpdate: flushes and refills the six chains, declares none; nothing for no networks', () => {
   const state: FirewallState = {
     networks: [
       net('n1', 'br-n1', ['10.0.0.1/24'], { endpoints: [ep('e1', ['10.0.0.2'], [port('tcp', 8080, 80)])] }),
     ],
   };
   const lines = renderRuleUpdate(state).trim().split('\n');
-  assert.deepEqual(lines.slice(0, 5), [
+  assert.deepEqual(lines.slice(0, 6), [
+    'flush chain inet weft loopback',
     'flush chain inet weft prerouting',
     'flush chain inet weft output',
     'flush chain inet weft published',
     'flush chain inet weft postrouting',
     'flush chain inet weft forward',
   ]);
-  assert.ok(lines.slice(5).every((l) => l.startsWith('add rule inet weft ')));
+  assert.ok(lines.slice(6).every((l) => l.startsWith('add rule inet weft ')));
   assert.ok(
     lines.includes(
       'add rule inet weft published meta nfproto ipv4 tcp dport 8080 dnat ip to 10.0.0.2:80 comment "net n1 ep e1: tcp 8080 -> 80"',

@@ -199,7 +199,7 @@ interface ChainText {
   readonly rules: readonly string[];
 }
 
-/** The chains of weft's table, always the same five in this order; only their rules vary. */
+/** The chains of weft's table, always the same six in this order; only their rules vary. */
 function chains(plan: Plan): ChainText[] {
   let cs = chainsOf.get(plan);
   if (!cs) {
@@ -214,6 +214,17 @@ const chainsOf = new WeakMap<Plan, ChainText[]>();
 function chainsNow(plan: Plan): ChainText[] {
   const nets = plan.networks;
   return [
+    // route_localnet (on bridges with ports published on all addresses or 127.0.0.0/8) makes the
+    // kernel route 127.0.0.0/8 from outside: a LAN host or a container would reach ports bound to
+    // 127.0.0.1 (and the host's own loopback services). Only lo may carry those. Before conntrack
+    // (raw), so an answer de-NATed back to 127.0.0.1 is not seen here.
+    {
+      name: 'loopback',
+      hook: 'type filter hook prerouting priority raw; policy accept;',
+      rules: [
+        `iifname != "lo" ip daddr 127.0.0.0/8 drop comment ${q('127.0.0.0/8 only from the host itself')}`,
+      ],
+    },
     {
       name: 'prerouting',
       hook: 'type nat hook prerouting priority dstnat; policy accept;',
@@ -239,7 +250,10 @@ function chainsNow(plan: Plan): ChainText[] {
       hook: 'type filter hook forward priority filter; policy accept;',
       rules: [
         `ct state established,related accept comment ${q('replies to allowed traffic')}`,
-        ...nets.flatMap(forwardRules),
+        // Internal networks' drops before any other network's accepts: a published port of
+        // another network, reached through an internal network's gateway, must not get out.
+        ...nets.filter((n) => n.internal).flatMap(forwardRules),
+        ...nets.filter((n) => !n.internal).flatMap(forwardRules),
       ],
     },
   ];
@@ -251,7 +265,7 @@ function tableText(plan: Plan): string {
 }
 
 /**
- * The batch that brings an existing weft table (all five chains present) to `state` by
+ * The batch that brings an existing weft table (all six chains present) to `state` by
  * flushing and refilling its chains, without declaring them again: creating or re-declaring a
  * base chain registers a netfilter hook, which costs ~15 ms (an RCU grace period) per
  * transaction, while flushing and adding rules costs well under a millisecond. Atomic like the
