@@ -7,13 +7,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { formatIPNet, parseIP } from '../lib/ip.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WeftError } from '../lib/errors.js';
+import { formatIPNet, type IPNet, parseCidr, parseIP } from '../lib/ip.js';
 import type { Backend, LeaseInfo } from '../net/backends/types.js';
 import { ClusterAgent, type ClusterAgentOptions } from './cluster.js';
 import { makeClusterConfig, renderClusterConfig } from './leases/config.js';
-import { configKey, leaseKey } from './leases/lease.js';
+import { configKey, leaseKey, renderLeaseValue, subnetsPrefix } from './leases/lease.js';
 import { LeaseManager } from './leases/manager.js';
 import { EmbeddedRegistry } from './store/embedded.js';
+import type { Registry } from './store/types.js';
 
 const PREFIX = '/weft/network';
 
@@ -30,12 +33,18 @@ class RecordingBackend implements Backend {
     this.calls.push(`start ${this.own}`);
   }
   async addPeer(p: LeaseInfo) {
+    this.calls.push(`add ${formatIPNet(p.subnet)}`);
     this.peers.set(formatIPNet(p.subnet), (p.publicIp.value as number).toString());
   }
   async removePeer(p: LeaseInfo) {
+    this.calls.push(`remove ${formatIPNet(p.subnet)}`);
     this.peers.delete(formatIPNet(p.subnet));
   }
+  /** ms each resync takes (to stop the agent in the middle of one). */
+  slowResync = 0;
   async resync(peers: readonly LeaseInfo[]) {
+    if (this.slowResync > 0) await sleep(this.slowResync);
+    this.calls.push('resync');
     this.peers.clear();
     for (const p of peers) await this.addPeer(p);
   }
@@ -246,4 +255,107 @@ test('renewal timing (fake clock): an hour before expiry for long TTLs, halfway 
     assert.equal(m.renewDelayMs(now), want);
     assert.equal(m.renewDelayMs(exp), 0, 'overdue: renew at once');
   }
+});
+
+/** A registry whose data operations fail with UNAVAILABLE while `down` (the watch stays up). */
+function flaky(inner: Registry): Registry & { down: boolean } {
+  const guard = <T>(f: () => Promise<T>): Promise<T> =>
+    w.down ? Promise.reject(new WeftError('UNAVAILABLE', 'store down (test)')) : f();
+  const w: Registry & { down: boolean } = {
+    down: false,
+    kind: inner.kind,
+    address: inner.address,
+    get: (k) => guard(() => inner.get(k)),
+    list: (p) => guard(() => inner.list(p)),
+    create: (k, v, o) => guard(() => inner.create(k, v, o)),
+    update: (k, v, o) => guard(() => inner.update(k, v, o)),
+    put: (k, v, o) => guard(() => inner.put(k, v, o)),
+    delete: (k, o) => guard(() => inner.delete(k, o)),
+    watch: (p, r, h) => inner.watch(p, r, h),
+    close: () => inner.close(),
+  };
+  return w;
+}
+
+const otherLease = (ip: string, mac: string) =>
+  renderLeaseValue({ publicIp: parseIP(ip), backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: mac } });
+
+test('stop() during the first listing: no watch outlives it, nothing reaches the backend after', async (t) => {
+  const r = rig(t);
+  await init(r);
+  const a = await join(r, '10.0.0.1');
+  a.backend.slowResync = 300;
+  const running = a.agent.run();
+  await sleep(100); // in the resync of the first listing
+  await a.agent.stop();
+  await running;
+  const mark = a.backend.calls.length;
+  await registry(r).create(
+    leaseKey(PREFIX, parseCidr('10.244.77.0/24')),
+    otherLease('10.0.0.9', '02:00:00:00:00:09'),
+    {
+      ttlSeconds: 60,
+    },
+  );
+  await sleep(300);
+  await a.agent.resync();
+  assert.deepEqual(a.backend.calls.slice(mark), [], 'no addPeer (a watch) and no resync after stop');
+});
+
+test('leave() while a renewal sleeps in its retry: the lease is not created again', async (t) => {
+  const r = rig(t);
+  await init(r);
+  const reg = flaky(registry(r));
+  const a = await join(r, '10.0.0.1', { registry: reg, ttlSeconds: 2 });
+  await a.agent.run();
+  const admin = registry(r);
+  const mine = a.agent.lease.subnet;
+  reg.down = true; // longer than the TTL: the renewal (at 1 s) retries with backoff meanwhile
+  await untilAsync(
+    'the lease expired',
+    async () => (await admin.get(leaseKey(PREFIX, mine))) === undefined,
+    6000,
+  );
+  reg.down = false;
+  await a.agent.leave();
+  await sleep(500);
+  const { entries } = await admin.list(subnetsPrefix(PREFIX));
+  assert.deepEqual(
+    entries.map((e) => e.key),
+    [],
+    'no lease after leave()',
+  );
+  await a.agent.resync();
+  assert.equal(a.backend.calls.at(-1), 'teardown', 'resync after leave() does nothing');
+});
+
+test('release deletes only the revision it wrote; a closed manager refuses to acquire or renew', async (t) => {
+  const r = rig(t);
+  await init(r);
+  const cfg = makeClusterConfig({ network: '10.244.0.0/16' });
+  const manager = (ip: string, previousSubnet?: IPNet) =>
+    new LeaseManager({
+      registry: registry(r),
+      prefix: PREFIX,
+      publicIp: parseIP(ip),
+      backendType: 'vxlan',
+      backendData: null,
+      previousSubnet,
+    });
+  const m1 = manager('10.0.0.1');
+  const l1 = await m1.acquire(cfg);
+  // The lease expires while host 1 is cut off, and host 2 takes the subnet.
+  const admin = registry(r);
+  assert.equal(await admin.delete(leaseKey(PREFIX, l1.subnet)), true);
+  const m2 = manager('10.0.0.2', l1.subnet);
+  const l2 = await m2.acquire(cfg);
+  assert.equal(formatIPNet(l2.subnet), formatIPNet(l1.subnet));
+  assert.equal(await m1.release(), false);
+  assert.ok(await admin.get(leaseKey(PREFIX, l1.subnet)), 'host 2’s lease is still there');
+  await assert.rejects(m1.acquire(cfg), (e: Error & { code?: string }) => e.code === 'INVALID');
+  await assert.rejects(m1.renew(cfg), (e: Error & { code?: string }) => e.code === 'INVALID');
+  m2.close();
+  await assert.rejects(m2.renew(cfg), (e: Error & { code?: string }) => e.code === 'INVALID');
+  assert.equal(await m2.release(), true, 'a closed manager still releases');
+  assert.equal(await admin.get(leaseKey(PREFIX, l1.subnet)), undefined);
 });

@@ -16,10 +16,10 @@
  * and everything is reconfigured.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { invalid, WeftError } from '../lib/errors.js';
 import { formatIP, formatIPNet, type IPAddr, type IPNet, networkOf, overlaps } from '../lib/ip.js';
 import { type Logger, nullLogger } from '../lib/log.js';
+import { writeAtomic } from '../lib/paths.js';
 import type { Backend, BackendConfig, LeaseInfo } from '../net/backends/types.js';
 import { type ClusterConfig, parseClusterConfig } from './leases/config.js';
 import { PeerSet } from './leases/diff.js';
@@ -86,6 +86,10 @@ export class ClusterAgent {
   #timers = new Set<NodeJS.Timeout>();
   #stopped = new AbortController();
   #running = false;
+  /** stop() or leave() ran: nothing reaches the backend any more but their own calls. */
+  #halted = false;
+  /** Bumped whenever the watch is closed: events of an older watch are ignored. */
+  #watchGen = 0;
 
   private constructor(
     o: ClusterAgentOptions,
@@ -172,17 +176,22 @@ export class ClusterAgent {
     return this.#peers.list();
   }
 
-  /** Store errors (UNAVAILABLE/TIMEOUT) are retried with backoff; anything else is thrown. */
+  /**
+   * Store errors (UNAVAILABLE/TIMEOUT) are retried with backoff; anything else is thrown, and so
+   * is the last error when stopped (also while sleeping: no attempt is made after a stop).
+   */
   async #retrying<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     let waitMs = 200;
+    const aborted = () => signal?.aborted === true || this.#stopped.signal.aborted;
     for (;;) {
       try {
         return await fn();
       } catch (e) {
         const transient = e instanceof WeftError && (e.code === 'UNAVAILABLE' || e.code === 'TIMEOUT');
-        if (!transient || signal?.aborted || this.#stopped.signal.aborted) throw e;
+        if (!transient || aborted()) throw e;
         this.#log.warn(`could not ${what}; retrying`, { error: String(e), retryInMs: waitMs });
         await sleep(waitMs, this.#stopped.signal);
+        if (aborted()) throw e;
         waitMs = Math.min(waitMs * 2, 10_000);
       }
     }
@@ -201,10 +210,7 @@ export class ClusterAgent {
       mtu: this.mtu,
       ipMasq: this.#o.ipMasq,
     });
-    fs.mkdirSync(path.dirname(this.#o.subnetEnvPath), { recursive: true });
-    const tmp = `${this.#o.subnetEnvPath}.tmp`;
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, this.#o.subnetEnvPath);
+    writeAtomic(this.#o.subnetEnvPath, text);
   }
 
   #timer(ms: number, fn: () => void): void {
@@ -218,6 +224,7 @@ export class ClusterAgent {
 
   /** Start the data path and keep it in step with the store until stop() or leave(). */
   async run(): Promise<void> {
+    if (this.#halted) throw new WeftError('INVALID', 'the cluster agent was stopped; join again');
     this.#running = true;
     await this.#serial(() => this.#backend.start(this.#info(this.lease)));
     await this.#relist();
@@ -226,26 +233,53 @@ export class ClusterAgent {
   }
 
   #info(l: Lease): LeaseInfo {
-    return { subnet: l.subnet, publicIp: l.publicIp, backendType: l.backendType, backendData: l.backendData };
+    return {
+      subnet: l.subnet,
+      publicIp: l.publicIp,
+      backendType: l.backendType,
+      backendData: l.backendData,
+      modRevision: l.modRevision,
+    };
+  }
+
+  /** End the current watch; events it still delivers are ignored. */
+  #closeWatch(): void {
+    this.#watchGen++;
+    this.#watch?.close();
+    this.#watch = undefined;
   }
 
   async #relist(): Promise<void> {
-    this.#watch?.close();
-    this.#watch = undefined;
-    const { entries, revision } = await this.#retrying('list the leases', () =>
-      this.#o.registry.list(subnetsPrefix(this.#o.prefix)),
-    );
+    this.#closeWatch();
+    let listed: Awaited<ReturnType<Registry['list']>>;
+    try {
+      listed = await this.#retrying('list the leases', () =>
+        this.#o.registry.list(subnetsPrefix(this.#o.prefix)),
+      );
+    } catch (e) {
+      if (!this.#running) return; // stopped while the store was away: nothing to report
+      throw e;
+    }
     if (!this.#running) return;
+    const { entries, revision } = listed;
     const change = this.#peers.reset(entries);
     await this.#serial(() => this.#backend.resync(this.#peers.list().map((l) => this.#info(l))));
     this.#log.info('peers listed', { peers: this.#peers.list().length, revision });
+    // Stopped during the resync: no watch (it would outlive the stop and drive the backend).
+    if (!this.#running) return;
     if (change.ownLost) void this.#reacquire();
+    // Two re-lists can overlap (a compaction during a re-acquisition): the last one's watch wins.
+    this.#closeWatch();
+    const gen = this.#watchGen;
+    const live = () => this.#running && gen === this.#watchGen;
     this.#watch = this.#o.registry.watch(subnetsPrefix(this.#o.prefix), revision, {
       onEvents: (events) => {
+        if (!live()) return;
         const c = this.#peers.apply(events);
         for (const k of c.skipped) this.#log.warn('ignoring a lease weft cannot read', { key: k });
         if (c.removed.length + c.added.length > 0) {
           void this.#serial(async () => {
+            if (!this.#running) return;
             for (const l of c.removed) {
               this.#log.info('peer gone', { subnet: formatIPNet(l.subnet), publicIp: formatIP(l.publicIp) });
               await this.#backend.removePeer(this.#info(l));
@@ -263,6 +297,7 @@ export class ClusterAgent {
         if (c.ownLost) void this.#reacquire();
       },
       onCompacted: () => {
+        if (!live()) return;
         this.#log.info('watch history compacted; listing again');
         void this.#relist().catch((e) => this.#log.error('re-list failed', { error: String(e) }));
       },
@@ -281,8 +316,9 @@ export class ClusterAgent {
       await this.#retrying('renew the lease', () => this.#manager.renew(this.config));
       await this.#afterLease(before);
     } catch (e) {
+      if (!this.#running) return; // stopped meanwhile: the manager refused, nothing to retry
       this.#log.error('lease renewal failed; trying again soon', { error: String(e) });
-      if (this.#running) this.#timer(5000, () => void this.#renew());
+      this.#timer(5000, () => void this.#renew());
       return;
     }
     this.#scheduleRenew();
@@ -298,8 +334,9 @@ export class ClusterAgent {
       await this.#retrying('re-acquire the lease', () => this.#manager.renew(this.config));
       await this.#afterLease(before);
     } catch (e) {
+      if (!this.#running) return;
       this.#log.error('re-acquiring the lease failed; trying again soon', { error: String(e) });
-      if (this.#running) this.#timer(5000, () => void this.#reacquire());
+      this.#timer(5000, () => void this.#reacquire());
     } finally {
       this.#reacquiring = false;
     }
@@ -307,11 +344,15 @@ export class ClusterAgent {
 
   /** After a renewal or re-acquisition: a new subnet means new plumbing everywhere. */
   async #afterLease(before: IPNet | undefined): Promise<void> {
+    if (!this.#running) return;
     const now = this.lease;
     if (before && sameSubnet(before, now.subnet)) return;
     this.#log.warn('the lease has a new subnet; reconfiguring', { subnet: formatIPNet(now.subnet) });
     this.#writeSubnetEnv();
-    await this.#serial(() => this.#backend.start(this.#info(now)));
+    await this.#serial(async () => {
+      if (this.#running) await this.#backend.start(this.#info(now));
+    });
+    if (!this.#running) return;
     await this.#o.onSubnetChange?.(now, this.mtu);
     await this.#relist();
   }
@@ -319,15 +360,21 @@ export class ClusterAgent {
   #scheduleResync(): void {
     if (!this.#running) return;
     this.#timer(this.#o.resyncMs ?? 10_000, () => {
-      void this.#serial(() => this.#backend.resync(this.#peers.list().map((l) => this.#info(l))))
+      void this.resync()
         .catch((e) => this.#log.error('resync failed', { error: String(e) }))
         .finally(() => this.#scheduleResync());
     });
   }
 
-  /** Resync now (tests, `weft cluster resync`): the kernel brought to the peers known. */
+  /**
+   * Resync now (tests, `weft cluster resync`): the kernel brought to the peers known. Nothing
+   * after stop() or leave() (checked when its turn comes: a left host's state stays removed).
+   */
   resync(): Promise<void> {
-    return this.#serial(() => this.#backend.resync(this.#peers.list().map((l) => this.#info(l))));
+    return this.#serial(async () => {
+      if (this.#halted) return;
+      await this.#backend.resync(this.#peers.list().map((l) => this.#info(l)));
+    });
   }
 
   view(): ClusterView {
@@ -352,11 +399,12 @@ export class ClusterAgent {
 
   #halt(): void {
     this.#running = false;
+    this.#halted = true;
+    this.#manager.close();
     this.#stopped.abort();
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
-    this.#watch?.close();
-    this.#watch = undefined;
+    this.#closeWatch();
   }
 
   /** Stop watching and renewing; the backend's userspace parts end, kernel state stays. */

@@ -79,10 +79,13 @@ export class PeerSet {
     return { removed, added, ownLost: this.own() !== undefined && !ownSeen, skipped };
   }
 
-  /** Apply watch events in order. */
+  /**
+   * Apply watch events in order. The change is the net one per key, from the state before the
+   * batch to the state after it: a peer put and deleted in one batch (or changed, then deleted)
+   * is no addition, since the backend applies every removal before every addition.
+   */
   apply(events: readonly WatchEvent[]): PeerChange {
-    const removed: Lease[] = [];
-    const added: Lease[] = [];
+    const before = new Map<string, Lease | undefined>();
     const skipped: string[] = [];
     let ownLost = false;
     for (const ev of events) {
@@ -93,12 +96,9 @@ export class PeerSet {
         if (ev.type === 'delete') ownLost = true;
         continue;
       }
-      const old = this.#peers.get(k);
       if (ev.type === 'delete') {
-        if (old) {
-          removed.push(old);
-          this.#peers.delete(k);
-        }
+        if (!before.has(k)) before.set(k, this.#peers.get(k));
+        this.#peers.delete(k);
         continue;
       }
       const l = parseLease(this.prefix, { ...ev, modRevision: ev.revision });
@@ -106,10 +106,16 @@ export class PeerSet {
         skipped.push(ev.key);
         continue;
       }
+      if (!before.has(k)) before.set(k, this.#peers.get(k));
       this.#peers.set(k, l);
-      if (old && sameLease(old, l)) continue; // a renewal: nothing for the kernel
+    }
+    const removed: Lease[] = [];
+    const added: Lease[] = [];
+    for (const [k, old] of before) {
+      const now = this.#peers.get(k);
+      if (old && now && sameLease(old, now)) continue; // a renewal: nothing for the kernel
       if (old) removed.push(old);
-      added.push(l);
+      if (now) added.push(now);
     }
     return { removed, added, ownLost, skipped };
   }

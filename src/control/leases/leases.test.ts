@@ -192,6 +192,13 @@ describe('PeerSet: snapshots and events into backend changes', () => {
   });
   const subnets = (ls: readonly { subnet: { ip: unknown; len: number } }[]) =>
     ls.map((l) => formatIPNet(l.subnet as never)).sort();
+  /** A watch event putting `e` at `revision`. */
+  const put = (e: ReturnType<typeof entry>, revision: number) => ({
+    type: 'put' as const,
+    key: e.key,
+    value: e.value,
+    revision,
+  });
 
   test('reset diffs against what was known; own subnet excluded; renewals are no change', () => {
     const ps = new PeerSet(P, () => own);
@@ -214,12 +221,6 @@ describe('PeerSet: snapshots and events into backend changes', () => {
 
   test('events: put, renew, change, delete, own delete, garbage', () => {
     const ps = new PeerSet(P, () => own);
-    const put = (e: ReturnType<typeof entry>, revision: number) => ({
-      type: 'put' as const,
-      key: e.key,
-      value: e.value,
-      revision,
-    });
     let c = ps.apply([put(entry('10.244.2.0/24', '1.0.0.2'), 2), put(entry('10.244.2.0/24', '1.0.0.2'), 3)]);
     assert.deepEqual(subnets(c.added), ['10.244.2.0/24']);
     c = ps.apply([put(entry('10.244.2.0/24', '1.0.0.2', 'other'), 4)]);
@@ -234,5 +235,33 @@ describe('PeerSet: snapshots and events into backend changes', () => {
     assert.equal(c.ownLost, true);
     assert.deepEqual(c.skipped, [leaseKey(P, parseCidr('10.244.7.0/24'))]);
     assert.deepEqual(ps.list(), []);
+  });
+  test('a batch is applied as its net change per key (removals first, then additions)', () => {
+    const ps = new PeerSet(P, () => own);
+    const del = (subnet: string, revision: number) => ({
+      type: 'delete' as const,
+      key: leaseKey(P, parseCidr(subnet)),
+      revision,
+    });
+    // What a backend ends with when it applies `removed`, then `added`, as the agent does.
+    const kernel = new Map<string, string>();
+    const run = (c: ReturnType<PeerSet['apply']>) => {
+      for (const l of c.removed) kernel.delete(formatIPNet(l.subnet));
+      for (const l of c.added) kernel.set(formatIPNet(l.subnet), formatIP(l.publicIp));
+    };
+    run(ps.apply([put(entry('10.244.7.0/24', '1.0.0.7'), 5), del('10.244.7.0/24', 6)]));
+    assert.deepEqual([...kernel], [], 'put then deleted: never programmed');
+    run(ps.apply([put(entry('10.244.8.0/24', '1.0.0.8'), 7)]));
+    run(ps.apply([put(entry('10.244.8.0/24', '1.0.0.9'), 8), del('10.244.8.0/24', 9)]));
+    assert.deepEqual([...kernel], [], 'changed then deleted: gone');
+    run(ps.apply([put(entry('10.244.8.0/24', '1.0.0.8'), 10)]));
+    let c = ps.apply([del('10.244.8.0/24', 11), put(entry('10.244.8.0/24', '1.0.0.8'), 12)]);
+    assert.deepEqual([c.removed.length, c.added.length], [0, 0], 'deleted and put back unchanged: nothing');
+    c = ps.apply([del('10.244.8.0/24', 13), put(entry('10.244.8.0/24', '1.0.0.3'), 14)]);
+    run(c);
+    assert.deepEqual([subnets(c.removed), subnets(c.added)], [['10.244.8.0/24'], ['10.244.8.0/24']]);
+    assert.equal(c.removed[0]?.modRevision, 12, 'the removal is the lease before the batch');
+    assert.deepEqual([...kernel], [['10.244.8.0/24', '1.0.0.3']]);
+    assert.deepEqual(subnets(ps.list()), ['10.244.8.0/24']);
   });
 });

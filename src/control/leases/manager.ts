@@ -8,6 +8,10 @@
  * times. Renewal rewrites the lease (compare-and-swap on its revision) some time before it
  * expires; a lease that is gone or was changed by someone else is acquired again (the same
  * subnet first) instead of giving up.
+ *
+ * Acquire, renew and release run one at a time, so release() deletes the revision the last
+ * write left; after release() or close() acquire and renew refuse, so a retry still under way
+ * when the host leaves cannot create the lease again.
  */
 import { WeftError } from '../../lib/errors.js';
 import { formatIPNet, type IPAddr, type IPNet } from '../../lib/ip.js';
@@ -71,6 +75,8 @@ export class LeaseManager {
   readonly #o: LeaseManagerOptions;
   readonly #log: Logger;
   #lease: Lease | undefined;
+  #closed = false;
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(o: LeaseManagerOptions) {
     this.#o = o;
@@ -97,14 +103,30 @@ export class LeaseManager {
   /**
    * Acquire (or keep) this host's lease, see the design note.
    * @throws WeftError CONFLICT when no subnet is free or every claim lost its race; UNAVAILABLE
-   *   from the store.
+   *   from the store; INVALID once closed.
    */
-  async acquire(cfg: ClusterConfig): Promise<Lease> {
+  acquire(cfg: ClusterConfig): Promise<Lease> {
+    return this.#serial(() => this.#acquire(cfg));
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  #refuseClosed(): void {
+    if (this.#closed)
+      throw new WeftError('INVALID', 'the lease manager is closed (the host left or stopped)');
+  }
+
+  async #acquire(cfg: ClusterConfig): Promise<Lease> {
     const r = this.#o.registry;
     const opts = { ttlSeconds: this.ttlSeconds };
     const value = renderLeaseValue(this.#o);
     let prefer = this.#lease?.subnet ?? this.#o.previousSubnet;
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+      this.#refuseClosed();
       const { entries } = await r.list(subnetsPrefix(this.#o.prefix));
       const leases = entries.flatMap((e) => parseLease(this.#o.prefix, e) ?? []);
       const mine = leases.find((l) => l.publicIp.value === this.#o.publicIp.value && inRange(cfg, l.subnet));
@@ -149,7 +171,12 @@ export class LeaseManager {
    * Renew the lease; if it is gone or changed, acquire again (same subnet first).
    * @throws like acquire.
    */
-  async renew(cfg: ClusterConfig): Promise<Lease> {
+  renew(cfg: ClusterConfig): Promise<Lease> {
+    return this.#serial(() => this.#renew(cfg));
+  }
+
+  async #renew(cfg: ClusterConfig): Promise<Lease> {
+    this.#refuseClosed();
     const l = this.#lease;
     if (l) {
       const e = await this.#o.registry.update(leaseKey(this.#o.prefix, l.subnet), renderLeaseValue(this.#o), {
@@ -161,7 +188,7 @@ export class LeaseManager {
         subnet: formatIPNet(l.subnet),
       });
     }
-    return this.acquire(cfg);
+    return this.#acquire(cfg);
   }
 
   /** When to renew: 1 h before expiry (flannel), or halfway for short TTLs. ms from now. */
@@ -172,11 +199,26 @@ export class LeaseManager {
     return Math.max(0, exp - margin - now);
   }
 
-  /** Delete the lease (leaving the cluster); false when it was already gone. */
-  async release(): Promise<boolean> {
-    const l = this.#lease;
-    if (!l) return false;
-    this.#lease = undefined;
-    return this.#o.registry.delete(leaseKey(this.#o.prefix, l.subnet));
+  /** Refuse acquire and renew from now on (the lease stays in the store). */
+  close(): void {
+    this.#closed = true;
+  }
+
+  /**
+   * Delete the lease (leaving the cluster) once an acquire or renew under way has settled; false
+   * when it was already gone. Only at the revision this host wrote: a lease that expired and was
+   * taken by another host meanwhile is that host's.
+   */
+  release(): Promise<boolean> {
+    this.#closed = true;
+    return this.#serial(async () => {
+      const l = this.#lease;
+      if (!l) return false;
+      const gone = await this.#o.registry.delete(leaseKey(this.#o.prefix, l.subnet), {
+        ifRevision: l.modRevision,
+      });
+      this.#lease = undefined;
+      return gone;
+    });
   }
 }

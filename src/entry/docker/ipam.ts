@@ -23,7 +23,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import {
   type Allocation,
   allocate,
@@ -45,6 +44,7 @@ import {
   tryParseIP,
 } from '../../lib/ip.js';
 import { type Logger, nullLogger } from '../../lib/log.js';
+import { writeAtomic } from '../../lib/paths.js';
 import {
   GLOBAL_ADDRESS_SPACE,
   Label,
@@ -284,6 +284,7 @@ export class DockerIpam {
     writeAtomic(
       this.#o.file,
       `${JSON.stringify({ version: 1, pools: [...next.values()] } satisfies IpamFile, null, 1)}\n`,
+      0o600,
     );
     this.#pools = next;
   }
@@ -306,18 +307,4 @@ function draftStore(d: Draft): IpamStore {
       delete d.addresses[formatIP(ip)];
     },
   };
-}
-
-/** Replace `file` with `text` so that a crash leaves the old or the new file, never a half. */
-export function writeAtomic(file: string, text: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
 }

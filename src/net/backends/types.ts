@@ -30,6 +30,11 @@ export interface LeaseInfo {
   readonly backendType: string;
   /** The backend's own data from the lease (vxlan: `{VNI, VtepMAC}`); JSON, unchecked. */
   readonly backendData: unknown;
+  /**
+   * The store revision of the lease's last write, when known: a higher one is a newer lease
+   * (vxlan: of two leases with one VTEP MAC, the newer one is the host that has it now).
+   */
+  readonly modRevision?: number | undefined;
 }
 
 /** The `Backend` section of the cluster configuration (flannel's names, lower-cased). */

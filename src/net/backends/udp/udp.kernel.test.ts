@@ -246,6 +246,29 @@ describe('udp backend', needsRoot, () => {
     assert.equal(await ping(b, h0, h1.containerIp), false);
   });
 
+  test('a data-path restart that failed is tried again by the next resync; none after stop()', async (t) => {
+    const b = bed(t);
+    const { tb, backends } = await cluster(b, 2);
+    const [h0, h1] = tb.hosts as [TestHost, TestHost];
+    const u0 = backends[0]!;
+    h0.ns.h.links.delete(UDP_DEVICE, { mustExist: true });
+    await until('data path reported broken', () => u0.stats().broken !== undefined);
+    // The public IP briefly gone (a DHCP renewal): the restart cannot bind and fails.
+    const addr = { ip: h0.ctx.publicIp, len: 24 };
+    h0.ns.h.addrs.delete(h0.ctx.iface.name, addr);
+    await assert.rejects(u0.resync([h1.lease]));
+    assert.equal(u0.stats().running, false);
+    h0.ns.h.addrs.add(h0.ctx.iface.name, addr);
+    await u0.resync([h1.lease]);
+    assert.equal(u0.stats().running, true);
+    assert.ok(h0.ns.h.links.find(UDP_DEVICE), 'the TUN is back');
+    assert.ok(await ping(b, h0, h1.containerIp));
+
+    await u0.stop();
+    await u0.resync([h1.lease]);
+    assert.equal(u0.stats().running, false, 'a stopped backend stays stopped');
+  });
+
   test('bad input fails before anything changes', async (t) => {
     const b = bed(t);
     const tb = buildTestbed(b, { hosts: 2, backendType: 'udp' });

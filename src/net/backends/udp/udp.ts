@@ -19,7 +19,8 @@
  *
  * Life: prepare() gives the MTU (uplink − 28) and no backend data; start(own) creates the TUN,
  * addresses it and starts the workers; addPeer/removePeer/resync only change the table
- * (resync also re-ensures the device and restarts a data path whose worker died); stop() ends
+ * (resync also re-ensures the device, and opens the data path again when a worker died or the
+ * last attempt to open it failed, until stop()); stop() ends
  * the workers and closes the fds (the device goes with its last fd, as flannel's does);
  * teardown() also deletes the device if it is still there.
  */
@@ -139,6 +140,11 @@ class Udp implements UdpBackend {
   readonly #peers = new Map<string, Peer>();
   #own: IPNet | undefined;
   #dp: DataPath | undefined;
+  /**
+   * start() ran and stop()/teardown() did not: resync opens a data path that is missing (a
+   * restart or a start that failed) as well as one that broke.
+   */
+  #wanted = false;
   /** Counters of data paths that were stopped (so stats() stays cumulative). */
   #past: Stats = zeroStats();
   #queue: Promise<unknown> = Promise.resolve();
@@ -183,6 +189,7 @@ class Udp implements UdpBackend {
       const subnet = this.#checkOwn(own);
       await this.prepare();
       this.#own = subnet;
+      this.#wanted = true;
       if (this.#dp) {
         this.#ensureDevice();
         this.#publish();
@@ -224,8 +231,8 @@ class Udp implements UdpBackend {
 
   /**
    * Make the table exactly `peers` (bad leases are logged and skipped), re-ensure the device's
-   * address, MTU, route and state, and restart a data path whose worker died. Kernel errors
-   * propagate.
+   * address, MTU, route and state, and (after start(), before stop()) open the data path again
+   * when a worker died or the last attempt failed. Kernel errors propagate.
    */
   resync(peers: readonly LeaseInfo[]): Promise<void> {
     return this.#serial(async () => {
@@ -234,8 +241,10 @@ class Udp implements UdpBackend {
         const p = this.#checkPeer(peer);
         if (p && this.#peers.size < MAX_PEERS) this.#peers.set(key(peer.subnet), p);
       }
-      if (this.#dp?.broken !== undefined) {
-        this.#ctx.log.warn('udp backend: restarting the data path', { reason: this.#dp.broken });
+      if (this.#wanted && (this.#dp === undefined || this.#dp.broken !== undefined)) {
+        this.#ctx.log.warn('udp backend: restarting the data path', {
+          reason: this.#dp?.broken ?? 'not running (the last start failed)',
+        });
         await this.#closeDataPath();
         await this.#openDataPath();
         return;
@@ -247,12 +256,16 @@ class Udp implements UdpBackend {
 
   /** End the workers and close the socket and TUN fds. Idempotent; never throws. */
   stop(): Promise<void> {
-    return this.#serial(() => this.#closeDataPath());
+    return this.#serial(() => {
+      this.#wanted = false;
+      return this.#closeDataPath();
+    });
   }
 
   /** stop(), then delete the device if it is still there (kernel errors propagate). */
   teardown(): Promise<void> {
     return this.#serial(async () => {
+      this.#wanted = false;
       await this.#closeDataPath();
       this.#h.links.delete(this.device);
       this.#own = undefined;

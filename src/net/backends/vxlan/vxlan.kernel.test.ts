@@ -442,6 +442,35 @@ describe('vxlan backend', needsRoot, () => {
     }
   });
 
+  test('one VTEP MAC in two leases (a host whose public IP changed): the newest lease has the FDB entry', async (t) => {
+    const c = await cluster(t, {}, 2);
+    const [h0, h1] = c.tb.hosts as [TestHost, TestHost];
+    // h1's lease now (revision 7) and its old one from before the move, kept until it expires:
+    // the same MAC, the old public IP, and a subnet listed after the new one.
+    const now = { ...c.leases[1]!, modRevision: 7 };
+    const stale = {
+      ...now,
+      subnet: parseCidr('10.244.9.0/24'),
+      publicIp: parseIP('192.168.100.99'),
+      modRevision: 3,
+    };
+    await c.backends[0]!.addPeer(stale);
+    await c.backends[0]!.addPeer(now); // the watch delivers in revision order
+    assert.ok(await c.b.ping(h0.container, h1.containerIp, { count: 1, deadlineS: 3 }));
+    await c.backends[0]!.resync([now, stale]); // a resync lists by subnet
+    const fdb = await fdbOf(h0.ns, 'weft.1');
+    assert.deepEqual(fdb, [`${c.macs[1]} dst ${h1.publicIp} self permanent`]);
+    assert.ok(await c.b.ping(h0.container, h1.containerIp, { count: 1, deadlineS: 3 }));
+    assert.ok(
+      warnings(h0).some((w) => /newest lease wins/.test(w.msg)),
+      'the clash is logged',
+    );
+    // The old lease expires: the entry stays (h1's lease still uses the MAC).
+    await c.backends[0]!.removePeer(stale);
+    assert.deepEqual(await fdbOf(h0.ns, 'weft.1'), fdb);
+    assert.ok(await c.b.ping(h0.container, h1.containerIp, { count: 1, deadlineS: 3 }));
+  });
+
   test('teardown leaves nothing of the backend behind', async (t) => {
     const c = await cluster(t);
     for (const [i, be] of c.backends.entries()) {

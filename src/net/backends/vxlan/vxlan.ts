@@ -265,6 +265,7 @@ class VxlanBackend implements Backend {
     const routes = new Map<string, WantedRoute>();
     const neighs = new Map<string, { ip: IPAddr; mac: string }>();
     const fdbs = new Map<string, IPAddr>();
+    const fdbRevision = new Map<string, number>();
     for (const peer of peers) {
       const plan = this.#plan(peer, false, nets);
       if (!plan) continue;
@@ -272,14 +273,20 @@ class VxlanBackend implements Backend {
       if (plan.kind !== 'vxlan') continue;
       const gw = subnetAddr(plan.peer.subnet);
       neighs.set(formatIP(gw), { ip: gw, mac: plan.mac });
+      // One MAC, two leases: a host whose public IP changed (its VTEP keeps its MAC) still has
+      // its old lease until that expires. The newest lease (highest store revision) is where the
+      // MAC is now; the watch applies events in that order too. Without revisions: the last.
+      const rev = peer.modRevision ?? -1;
       const other = fdbs.get(plan.mac);
       if (other && !ipEqual(other, plan.peer.publicIp)) {
-        this.#log.warn('two peers advertise one VTEP MAC; the last wins', {
+        this.#log.warn('two peers advertise one VTEP MAC; the newest lease wins', {
           vtepMac: plan.mac,
           publicIps: [formatIP(other), formatIP(plan.peer.publicIp)],
         });
       }
+      if (other && rev < (fdbRevision.get(plan.mac) ?? -1)) continue;
       fdbs.set(plan.mac, plan.peer.publicIp);
+      fdbRevision.set(plan.mac, rev);
     }
 
     // 1. FDB and neighbour entries: add and repair.
