@@ -68,6 +68,7 @@ export const AF_INET = 2;
 export const O_NONBLOCK = 0x800;
 const F_GETFL = 3;
 const F_SETFL = 4;
+const F_DUPFD_CLOEXEC = 1030;
 
 const check = (ret: number | bigint, op: string): number => {
   const n = Number(ret);
@@ -95,15 +96,14 @@ export function sendto(fd: number, buf: Uint8Array, addr: Uint8Array | null): nu
 /**
  * sendto() made on libuv's thread pool: for rtnetlink the kernel does the request's work inside
  * the call, so this takes that work off the calling thread. `buf` and `addr` must not change
- * until it settles. Rejects with a KernelError (EIO: the pool thread's errno is not seen here).
+ * until it settles. Rejects with a KernelError with the pool thread's errno (koffi hands it to
+ * the callback's thread).
  */
 export function sendtoAsync(fd: number, buf: Uint8Array, addr: Uint8Array | null): Promise<number> {
   return new Promise((resolve, reject) => {
     f.sendto.async(fd, buf, buf.length, 0, addr, addr ? addr.length : 0, (err: unknown, ret: number) => {
       if (err) reject(err);
-      // errno stays with the pool's thread: EIO stands for it (netlink's own errors come in
-      // the answer, not from sendto).
-      else if (Number(ret) < 0) reject(new KernelError(5, 'sendto (thread pool)'));
+      else if (Number(ret) < 0) reject(new KernelError(koffi.errno() || 5, 'sendto (thread pool)'));
       else resolve(Number(ret));
     });
   });
@@ -148,6 +148,11 @@ export function pollIn(fd: number, timeoutMs: number): boolean {
 /** ioctl() whose third argument is an integer value rather than a pointer (e.g. TUNSETPERSIST). */
 export function ioctlInt(fd: number, req: number, arg: number, what = 'ioctl'): number {
   return check(f.ioctlInt(fd, req, arg), what);
+}
+
+/** A new close-on-exec fd for what `fd` refers to (fcntl F_DUPFD_CLOEXEC); throws a KernelError. */
+export function dup(fd: number): number {
+  return check(f.fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0), 'fcntl(F_DUPFD_CLOEXEC)');
 }
 
 /** Set O_NONBLOCK on an fd (fcntl F_SETFL); throws a KernelError. */

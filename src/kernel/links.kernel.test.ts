@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { bed, needsRoot } from '../../test/bed.js';
 import { isWeftError } from '../lib/errors.js';
 import { parseIP } from '../lib/ip.js';
 import { Links } from './links.js';
+import { Netns } from './netns.js';
 
 interface IpLink {
   ifname: string;
@@ -103,6 +108,59 @@ describe('links', needsRoot, () => {
     await assert.rejects(host.h.links.deleteAsync('vetha1', { mustExist: true }), (e) =>
       isWeftError(e, 'NOT_FOUND'),
     );
+  });
+
+  test('createAsync holds its own namespace fds: a handle closed (its number reused) meanwhile changes nothing', async (t) => {
+    const b = bed(t);
+    const [h, sb, other] = [b.ns('h'), b.ns('sb'), b.ns('other')];
+    h.ns.rtnlAsync(); // its socket opened before the pool is busy
+    // Four FIFO opens hold libuv's four pool threads until their writers come.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-fifo-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const fifos = [0, 1, 2, 3].map((i) => path.join(dir, `f${i}`));
+    for (const f of fifos) execFileSync('mkfifo', [f]);
+    const readers = fifos.map((f) => fs.promises.open(f, 'r'));
+    await new Promise((r) => setTimeout(r, 100));
+    const pending = h.h.links.createAsync({
+      kind: 'veth',
+      name: 'vx0',
+      peer: { name: 'eth9', netns: sb.ns },
+    });
+    // The caller closes the sandbox's handle and opens another namespace: same fd number.
+    const fd = sb.ns.fd;
+    sb.ns.close();
+    const reused = Netns.open(other.ns.path);
+    t.after(() => reused.close());
+    assert.equal(reused.fd, fd, 'the number went to another namespace');
+    const writers = fifos.map((f) => fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    for (const r of await Promise.all(readers)) await r.close();
+    for (const w of writers) fs.closeSync(w);
+    await pending;
+    const peerIn = (ns: string) => {
+      const l = Netns.open(ns);
+      try {
+        return new Links(l, () => l.rtnl()).find('eth9') !== undefined;
+      } finally {
+        l.close();
+      }
+    };
+    assert.equal(peerIn(other.ns.path), false, 'not in the namespace that took the number');
+    assert.equal(peerIn(sb.ns.path), true, 'in the one asked for');
+  });
+
+  test('a master is found where the link is made (a link made in another namespace)', async (t) => {
+    const b = bed(t);
+    const [a, nb] = [b.ns('a'), b.ns('b')];
+    nb.h.links.add({ kind: 'bridge', name: 'brx', up: true });
+    nb.h.links.add({ kind: 'bridge', name: 'brb', up: true });
+    a.h.links.add({
+      kind: 'veth',
+      name: 'v0',
+      netns: nb.ns,
+      master: 'brb',
+      peer: { name: 'v0p', netns: nb.ns },
+    });
+    assert.equal(nb.h.links.get('v0').masterIndex, nb.h.links.get('brb').index);
   });
 
   test('a netlink socket with an asynchronous request in flight refuses others, and closes after it', async (t) => {

@@ -17,6 +17,7 @@ import {
   type NewLink,
 } from '../netlink/link.js';
 import { decodeBody, ifinfomsg } from '../netlink/message.js';
+import { close, dup } from './libc.js';
 import type { Netns } from './netns.js';
 import type { NetlinkSocket } from './rtnl.js';
 
@@ -176,16 +177,30 @@ export class Links {
    * Throws what `create` throws.
    */
   async createAsync(spec: LinkSpec): Promise<void> {
-    const req = this.#resolve(spec);
     const sock = this.ns.rtnlAsync();
     if (!sock) return this.create(spec);
+    // The kernel reads a namespace fd only when a pool thread sends the request, perhaps after
+    // the caller closed that handle and its number went to another file: the request gets fds
+    // of its own, closed once it settled.
+    const dups = new Map<Netns, number>();
+    const fdOf = (ns: Netns): number => {
+      let fd = dups.get(ns);
+      if (fd === undefined) {
+        fd = dup(ns.fd);
+        dups.set(ns, fd);
+      }
+      return fd;
+    };
     try {
+      const req = this.#resolve(spec, fdOf);
       await sock.requestAsync(RTM.NEWLINK, ifinfomsg, encodeNewLink(req), {
         flags: NLM_F.CREATE | NLM_F.EXCL,
         what: `add ${spec.kind} link ${spec.name}`,
       });
     } catch (e) {
       throw existsError(spec, e);
+    } finally {
+      for (const fd of dups.values()) close(fd);
     }
   }
 
@@ -370,8 +385,12 @@ export class Links {
     throw notFound(`link "${name}" is not a bridge port`);
   }
 
-  /** Turn a LinkSpec (names, handles) into a NewLink (indexes, fds), validating first. */
-  #resolve(spec: LinkSpec): NewLink {
+  /**
+   * Turn a LinkSpec (names, handles) into a NewLink (indexes, fds), validating first. `master`
+   * is found where the link is made (the kernel looks IFLA_MASTER up there); a parent or a VTEP's
+   * device where the request is sent.
+   */
+  #resolve(spec: LinkSpec, fdOf: (ns: Netns) => number = (ns) => ns.fd): NewLink {
     checkIfName(spec.name);
     if (spec.mac !== undefined && !isMac(spec.mac))
       throw new WeftError('INVALID', `"${spec.mac}" is not a MAC address`);
@@ -382,10 +401,12 @@ export class Links {
       name: spec.name,
       ...(spec.mtu !== undefined && { mtu: spec.mtu }),
       ...(spec.mac !== undefined && { mac: spec.mac }),
-      ...(spec.master !== undefined && { masterIndex: this.#index(spec.master) }),
+      ...(spec.master !== undefined && {
+        masterIndex: (spec.netns ? linksOf(spec.netns) : this).#index(spec.master),
+      }),
       ...(spec.txQueueLen !== undefined && { txQueueLen: spec.txQueueLen }),
       ...(spec.up !== undefined && { up: spec.up }),
-      ...(spec.netns !== undefined && { netnsFd: spec.netns.fd }),
+      ...(spec.netns !== undefined && { netnsFd: fdOf(spec.netns) }),
     };
     switch (spec.kind) {
       case 'bridge':
@@ -410,7 +431,7 @@ export class Links {
           kind: 'veth',
           peer: {
             name: spec.peer.name,
-            ...(spec.peer.netns !== undefined && { netnsFd: spec.peer.netns.fd }),
+            ...(spec.peer.netns !== undefined && { netnsFd: fdOf(spec.peer.netns) }),
             ...(spec.peer.mtu !== undefined && { mtu: spec.peer.mtu }),
             ...(spec.peer.mac !== undefined && { mac: spec.peer.mac }),
           },
