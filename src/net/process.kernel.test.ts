@@ -1167,6 +1167,7 @@ describe('sandbox process', needsRoot, () => {
     // the request (its command would run in another namespace). Both settle; no pin is left.
     idle = await stopped();
     const pin = path.join(dir, 'pins', 'dies');
+    b.onCleanup(() => Netns.remove(pin)); // should the helper ever pin it, the mount goes too
     const going = st.begin(spec(dir, { netns: { pin }, hostname: 'dies' }));
     process.kill(idle, 'SIGKILL');
     const ns = await going.netns;
