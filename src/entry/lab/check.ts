@@ -11,7 +11,9 @@
  *     DNS (as Docker's default bridge), which the report says instead of failing;
  *   - every container → the internet server, which must see the container's host's public IP
  *     (the host masquerades traffic that leaves the cluster network);
- *   - the internet → the published port on its host's public IP.
+ *   - the internet → the published port on its host's public IP;
+ *   - the lab against its record: a dead daemon, or a container the lab started that its daemon
+ *     no longer has (removed by hand), is a failure, not just fewer checks.
  *
  * One curl per client namespace makes all of that client's requests, a few at a time
  * (`--parallel`); a few clients run at once (these machines have 2 cores). The report is a
@@ -24,15 +26,17 @@ import { Netns } from '../../kernel/netns.js';
 import { runTool } from '../../kernel/run.js';
 import { ApiClient } from '../client.js';
 import { type LabOptions, type LabStatus, loadLab, status } from './lab.js';
+import type { LabRecord } from './record.js';
 import { DEFAULT_PATHS, INTERNET, nsPath } from './topology.js';
 
-export type CheckKind = 'ip' | 'name' | 'internet' | 'published';
+/** `lab`: a part of the lab its record names that is not there (a dead daemon, a missing container). */
+export type CheckKind = 'ip' | 'name' | 'internet' | 'published' | 'lab';
 
 export interface CheckResult {
   readonly kind: CheckKind;
-  /** Client: a container name, or "internet". */
+  /** Client: a container name, or "internet"; for `lab`, the host. */
   readonly from: string;
-  /** Server: a container name, or "internet". */
+  /** Server: a container name, or "internet"; for `lab`, the missing container, or "daemon". */
   readonly to: string;
   readonly url: string;
   readonly ok: boolean;
@@ -53,7 +57,7 @@ export interface CheckReport {
   readonly failed: number;
   readonly containers: readonly { name: string; host: string; ip: string | undefined }[];
   readonly results: readonly CheckResult[];
-  /** Things not checked, and why (names that do not resolve, dead daemons). */
+  /** Things not checked, and why (names that do not resolve, no published port). */
   readonly notes: readonly string[];
   readonly ms: number;
 }
@@ -200,6 +204,52 @@ async function runProbes(probes: readonly Probe[], concurrency: number): Promise
 }
 
 /**
+ * What the record says the lab is made of and is not there: each host's daemon (dead: its
+ * containers cannot be checked, and nothing on it follows the cluster any more) and the
+ * containers the lab started on each host with a live daemon. One failed `lab` result each.
+ */
+export function missingParts(rec: LabRecord, st: LabStatus): CheckResult[] {
+  const out: CheckResult[] = [];
+  const fail = (from: string, to: string, error: string): CheckResult => ({
+    kind: 'lab',
+    from,
+    to,
+    url: '',
+    ok: false,
+    error,
+  });
+  for (const hr of rec.hosts) {
+    const h = st.hosts.find((x) => x.name === hr.name);
+    if (!h) continue; // the status is made from the record: not reached
+    if (h.daemon === 'dead') {
+      const cs =
+        hr.containers.length > 0 ? `its containers (${hr.containers.join(', ')}) are not checked; ` : '';
+      out.push(
+        fail(
+          h.name,
+          'daemon',
+          `the daemon of ${h.name} is dead: ${cs}nothing on ${h.name} follows the cluster (peers joining or leaving) nor renews its lease, and no container can start there (${h.error ?? 'no answer'})`,
+        ),
+      );
+      continue;
+    }
+    const have = new Set(h.containers.map((c) => c.name));
+    for (const c of hr.containers) {
+      if (!have.has(c)) {
+        out.push(
+          fail(
+            h.name,
+            c,
+            `${c} on ${h.name} is missing: the lab started it, its daemon no longer has it (removed by hand?)`,
+          ),
+        );
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * Check the lab's connectivity (see the note at the top). Throws NOT_FOUND for an unknown lab;
  * failed requests are results, never exceptions.
  */
@@ -221,10 +271,8 @@ export async function check(
   }[] = [];
   const dnsHosts = new Set<string>();
   for (const h of st.hosts) {
-    if (h.daemon === 'dead') {
-      notes.push(`${h.name}: ${h.error ?? 'the daemon is dead'}; its containers are not checked`);
-      continue;
-    }
+    if (h.daemon === 'dead') continue; // a failure of missingParts
+
     for (const c of h.containers) {
       containers.push({
         name: c.name,
@@ -247,7 +295,7 @@ export async function check(
       }
     }
   }
-  const results: CheckResult[] = [];
+  const results: CheckResult[] = missingParts(rec, st);
   const probes: Probe[] = [];
   for (const c of containers) {
     if (!c.pin || !c.ip) {
@@ -322,7 +370,7 @@ export async function check(
     notes.push('published port: none in this lab (its host was removed); not checked');
   }
   results.push(...(await runProbes(probes, o.concurrency ?? DEFAULT_CONCURRENCY)));
-  const failed = results.filter((r) => !r.ok).length + st.hosts.filter((h) => h.daemon === 'dead').length;
+  const failed = results.filter((r) => !r.ok).length;
   return {
     lab: name,
     backend: st.backend,
@@ -391,7 +439,9 @@ export function renderCheck(r: CheckReport): string {
     lines.push('', 'failures:');
     for (const f of failures.slice(0, 40)) {
       lines.push(
-        `  ✗ ${f.kind === 'name' ? 'by name ' : ''}${f.from} → ${f.to}${f.url ? ` (${f.url})` : ''}: ${f.error}`,
+        f.kind === 'lab'
+          ? `  ✗ ${f.error}`
+          : `  ✗ ${f.kind === 'name' ? 'by name ' : ''}${f.from} → ${f.to}${f.url ? ` (${f.url})` : ''}: ${f.error}`,
       );
     }
     if (failures.length > 40) lines.push(`  … and ${failures.length - 40} more (--json has them all)`);

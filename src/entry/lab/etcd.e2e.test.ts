@@ -21,7 +21,9 @@ describe('weft lab on etcd', {
   test('one member: leases in etcd, check passes, down leaves nothing', async () => {
     const name = labName('e');
     try {
-      const up = await lab.up({ name, store: 'etcd', hosts: 2, containers: 1 });
+      // ETCD_* in the caller's environment would be flags to etcd (ETCD_NAME: it refuses to start).
+      const env = { ...process.env, ETCD_NAME: 'elsewhere', ETCD_DATA_DIR: '/nonexistent' };
+      const up = await lab.up({ name, store: 'etcd', hosts: 2, containers: 1 }, { env });
       assert.equal(up.status.storeSpec, 'etcd://192.168.100.2:2379');
       assert.deepEqual(up.status.etcd, [{ name: 'etcd1', ip: '192.168.100.2', alive: true }]);
       assert.ok(up.timings.store > 0);

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import { DEFAULT_PATH, findProgram } from '../../kernel/run.js';
 import { notFound, WeftError } from '../../lib/errors.js';
-import { alive, logTail, type ProcRef, runIn, spawnDetached } from './procs.js';
+import { alive, interrupted, logTail, type ProcRef, runIn, spawnDetached, untilAborted } from './procs.js';
 import type { EtcdMemberRecord } from './record.js';
 import type { LabNs } from './underlay.js';
 
@@ -54,6 +54,15 @@ export function etcdArgs(
   ];
 }
 
+/**
+ * The member's environment: the caller's without ETCD_* variables. etcd takes each as a flag:
+ * one that shadows a flag the lab gives (ETCD_NAME, ETCD_DATA_DIR…) makes it refuse to start,
+ * and the others would change the member behind the lab's back.
+ */
+export function etcdEnv(env: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('ETCD_')));
+}
+
 /** Start one member (detached, inside its namespace). Throws NOT_FOUND without etcd. */
 export function startMember(
   ns: LabNs,
@@ -64,21 +73,24 @@ export function startMember(
 ): Promise<ProcRef> {
   const bin = findEtcd(env);
   fs.mkdirSync(me.dataDir, { recursive: true, mode: 0o700 });
-  return spawnDetached(ns.ns, bin, etcdArgs(me, members, token), { env, log: me.log });
+  return spawnDetached(ns.ns, bin, etcdArgs(me, members, token), { env: etcdEnv(env), log: me.log });
 }
 
 /**
  * Wait until the member answers healthy. Throws UNAVAILABLE naming the member and the tail of
- * its log when it exits or stays unhealthy past the bound.
+ * its log when it exits or stays unhealthy past the bound; `interrupted()` as soon as `signal`
+ * fires (a Ctrl-C during `up` does not wait out the bound).
  */
 export async function waitHealthy(
   ns: LabNs,
   me: EtcdMemberRecord,
-  timeoutMs = HEALTH_TIMEOUT_MS,
+  o: { timeoutMs?: number; signal?: AbortSignal | undefined } = {},
 ): Promise<void> {
+  const timeoutMs = o.timeoutMs ?? HEALTH_TIMEOUT_MS;
   const deadline = Date.now() + timeoutMs;
   let last = '';
   for (;;) {
+    if (o.signal?.aborted) throw interrupted();
     if (me.proc && !alive(me.proc)) {
       throw new WeftError('UNAVAILABLE', `etcd member ${me.name} exited:\n${logTail(me.log, 1500)}`, {
         details: { member: me.name, log: me.log },
@@ -89,6 +101,7 @@ export async function waitHealthy(
       'curl',
       ['-s', '-m', '1', `http://${me.ip}:${ETCD_CLIENT_PORT}/health`],
       3000,
+      o.signal,
     );
     last = r.stdout.trim();
     if (r.code === 0 && /"health"\s*:\s*"true"/.test(last)) return;
@@ -99,6 +112,6 @@ export async function waitHealthy(
         { details: { member: me.name, log: me.log } },
       );
     }
-    await new Promise((r2) => setTimeout(r2, 100));
+    await untilAborted(new Promise((r2) => setTimeout(r2, 100)), o.signal);
   }
 }

@@ -32,7 +32,7 @@ async function eventually(cond: () => Promise<boolean>, ms: number): Promise<boo
 }
 
 /** A PATH with the tools a lab needs, and a fake etcd (or none). */
-function toolPath(etcd: 'none' | 'broken'): string {
+function toolPath(etcd: 'none' | 'broken' | 'hanging'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `wt-${RUN_ID}-path-`));
   for (const t of ['busybox', 'curl', 'nsenter', 'unshare', 'ip', 'nft', 'iptables', 'sh', 'socat']) {
     for (const d of ['/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
@@ -50,6 +50,11 @@ function toolPath(etcd: 'none' | 'broken'): string {
         mode: 0o755,
       },
     );
+  }
+  if (etcd === 'hanging') {
+    fs.writeFileSync(path.join(dir, 'etcd'), '#!/bin/sh\necho "etcd: hanging on purpose"\nexec sleep 600\n', {
+      mode: 0o755,
+    });
   }
   return dir;
 }
@@ -221,7 +226,13 @@ describe('weft lab: a 3-host vxlan lab on the embedded store', { skip: !isRoot()
   });
 
   test('bad input: clear errors, the lab untouched and nothing new left', async () => {
-    await assert.rejects(lab.up({ name }), code('EXISTS', /already exists.*weft lab down/));
+    await assert.rejects(
+      lab.up({ name }),
+      code(
+        'EXISTS',
+        new RegExp(`see \`weft lab status --name ${name}\`, remove it with \`weft lab down --name ${name}\``),
+      ),
+    );
     await assert.rejects(
       lab.exec(name, 'host9', undefined, ['true']),
       code('NOT_FOUND', /has no host "host9" \(hosts: host1, host2, host3\)/),
@@ -327,15 +338,50 @@ describe('weft lab: a 3-host vxlan lab on the embedded store', { skip: !isRoot()
     assert.equal(c.results.filter((x) => x.kind === 'ip').length, 6 * 5);
   });
 
-  test('down after every daemon was SIGKILLed leaves nothing; a second down is a no-op', async () => {
+  test('check against the record: a container removed by hand is a failure, listed; the CLI exits 1', async () => {
+    const rm = await lab.exec(name, 'host1', undefined, ['weft', 'rm', '-f', 'h1c2'], {
+      capture: true,
+      timeoutMs: 30_000,
+    });
+    assert.equal(rm.code, 0, rm.stderr);
+    const r = await check(name);
+    assert.equal(r.ok, false);
+    assert.deepEqual(
+      r.results.filter((x) => !x.ok).map((x) => [x.kind, x.from, x.to]),
+      [['lab', 'host1', 'h1c2']],
+    );
+    const cli = new URL('../cli.ts', import.meta.url).pathname;
+    const run = await execFileP(process.execPath, ['--import', 'tsx', cli, 'lab', 'check', '--name', name], {
+      timeout: 30_000,
+    }).then(
+      () => ({ code: 0, stdout: '' }),
+      (e: { code?: number; stdout?: string }) => ({ code: e.code ?? 0, stdout: e.stdout ?? '' }),
+    );
+    assert.equal(run.code, 1);
+    assert.match(run.stdout, /^failures:\n {2}✗ h1c2 on host1 is missing: /m);
+  });
+
+  test('down after daemons were SIGKILLed and a host namespace deleted by hand leaves nothing; a second down is a no-op', async () => {
     const rec = lab.loadLab(name);
-    for (const h of rec.hosts) process.kill(h.daemon!.pid, 'SIGKILL');
+    const [kept, ...killed] = [...rec.hosts].reverse();
+    for (const h of killed) process.kill(h.daemon!.pid, 'SIGKILL');
+    // Its daemon keeps running in a namespace no pin names any more.
+    await execFileP('ip', ['netns', 'delete', `weft-${name}-${kept!.name}`]);
     assert.ok(
-      await eventually(async () => (await lab.status(name)).hosts.every((h) => h.daemon === 'dead'), 5000),
+      await eventually(
+        async () =>
+          (await lab.status(name)).hosts.filter((h) => h.daemon === 'dead').length === killed.length,
+        5000,
+      ),
       'daemons dead',
     );
     const c = await check(name);
     assert.equal(c.ok, false, 'check fails with dead daemons');
+    assert.deepEqual(
+      c.results.filter((x) => x.kind === 'lab').map((x) => [x.from, x.to]),
+      killed.map((h) => [h.name, 'daemon']).reverse(),
+      'each dead daemon is a failure',
+    );
     const d = await lab.down(name);
     assert.equal(d.existed, true);
     assert.ok(d.processes >= 6, `containers and the internet server were stopped (${d.processes})`);

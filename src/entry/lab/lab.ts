@@ -21,7 +21,9 @@
  * The record (record.ts) says what was made; teardown (`down`) does not depend on it: it finds
  * the lab's namespaces by name, its sandbox pins under its run dir, and kills every process
  * whose network namespace is one of those (procs.ts), then unmounts, deletes and removes. That
- * is what makes `down` work after daemons crashed or were killed, and idempotent.
+ * is what makes `down` work after daemons crashed or were killed, and idempotent. The record
+ * only adds: its processes (by pid and start time) and their namespaces, for a namespace whose
+ * pin was deleted by hand while its daemon runs on.
  *
  * The weft the lab runs is this installation's: from source through tsx when this file is
  * TypeScript, else bin/weft.js. `weft lab exec HOST -- weft …` finds it first on PATH (a shim
@@ -40,6 +42,7 @@ import { ApiClient } from '../client.js';
 import { findEtcd, startMember, waitHealthy } from './etcd.js';
 import {
   alive,
+  interrupted,
   killNamespaceProcesses,
   killProcesses,
   logTail,
@@ -71,6 +74,7 @@ import {
   type LabPlan,
   labDirs,
   labsOfNamespaces,
+  nameFlag,
   nsPath,
   PUBLISHED_PORT,
   planLab,
@@ -181,7 +185,7 @@ const pathsOf = (lo: LabOptions): LabPaths => lo.paths ?? DEFAULT_PATHS;
 const since = (t0: number): number => Math.round(performance.now() - t0);
 
 function aborted(lo: LabOptions): void {
-  if (lo.signal?.aborted) throw new WeftError('INTERNAL', 'interrupted', { details: { interrupted: true } });
+  if (lo.signal?.aborted) throw interrupted();
 }
 
 /**
@@ -358,7 +362,7 @@ export async function up(o: UpOptions, lo: LabOptions = {}): Promise<UpResult> {
   if (fs.existsSync(dirs.state) || inUse.length > 0) {
     throw new WeftError(
       'EXISTS',
-      `lab "${plan.name}" already exists${inUse.length ? ` (${inUse.map((n) => path.basename(n.path)).join(', ')})` : ''}: see \`weft lab status ${plan.name}\`, remove it with \`weft lab down ${plan.name}\`, or pick another --name`,
+      `lab "${plan.name}" already exists${inUse.length ? ` (${inUse.map((n) => path.basename(n.path)).join(', ')})` : ''}: see \`weft lab status${nameFlag(plan.name)}\`, remove it with \`weft lab down${nameFlag(plan.name)}\`, or pick another --name`,
       { details: { lab: plan.name } },
     );
   }
@@ -547,10 +551,16 @@ async function clusterInit(rec: LabRecord, host1: LabNs, lo: LabOptions): Promis
     rec.backend,
   ];
   const r = await runIn(host1.ns, node!, args, INIT_TIMEOUT_MS);
+  if (r.code === null && lo.signal && !lo.signal.aborted) {
+    // Killed by a signal: a terminal's Ctrl-C reaches it together with us, and its end may be
+    // seen before our own SIGINT handler aborts; give that a moment to tell an interruption.
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  aborted(lo);
   if (r.code !== 0) {
     throw new WeftError(
       'UNAVAILABLE',
-      `weft cluster init failed (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`,
+      `weft cluster init failed (${r.code === null ? 'killed by a signal' : `exit ${r.code}`}): ${(r.stderr || r.stdout).trim()}`,
       {
         details: { store: rec.storeSpec },
       },
@@ -798,7 +808,7 @@ export function loadLab(name: string, lo: LabOptions = {}): LabRecord {
   if (!rec) {
     const labs = listLabs(lo).map((l) => l.name);
     throw notFound(
-      `there is no lab "${name}"${labs.length ? ` (labs: ${labs.join(', ')})` : ''}; make one with \`weft lab up${name === 'weft' ? '' : ` --name ${name}`}\``,
+      `there is no lab "${name}"${labs.length ? ` (labs: ${labs.join(', ')})` : ''}; make one with \`weft lab up${nameFlag(name)}\``,
       { lab: name },
     );
   }
@@ -875,7 +885,7 @@ export interface DownResult {
 
 /**
  * Remove everything of lab `name` (see the note at the top): processes in its namespaces and
- * sandboxes (SIGTERM, then SIGKILL, bounded), sandbox pins and any mount under its dirs, its
+ * sandboxes and those its record names (SIGTERM, then SIGKILL, bounded), sandbox pins and any mount under its dirs, its
  * namespaces, its state and run dirs. Idempotent: a lab that is not there is success
  * (existed: false). Throws INVALID for a bad name; INTERNAL when a process or mount survives.
  */
@@ -894,6 +904,33 @@ export async function downAll(lo: LabOptions = {}): Promise<DownResult[]> {
   return out;
 }
 
+/**
+ * The processes the lab's record names (daemons, etcd members, the internet server) that are
+ * still those processes (pid and start time: a reused pid is not ours). Empty without a
+ * readable record: `down` does not need one.
+ */
+function recordedProcesses(file: string): { etcd: ProcRef[]; others: ProcRef[] } {
+  let rec: LabRecord | undefined;
+  try {
+    rec = readRecord(file);
+  } catch {
+    rec = undefined;
+  }
+  const live = (refs: readonly (ProcRef | undefined)[]): ProcRef[] =>
+    refs.filter(
+      (r): r is ProcRef =>
+        r !== undefined &&
+        Number.isInteger(r.pid) &&
+        r.pid > 0 &&
+        typeof r.startTime === 'string' &&
+        alive(r),
+    );
+  return {
+    etcd: live((rec?.etcd ?? []).map((m) => m.proc)),
+    others: live([rec?.internet?.proc, ...(rec?.hosts ?? []).map((h) => h.daemon)]),
+  };
+}
+
 async function teardown(name: string, paths: LabPaths): Promise<DownResult> {
   const t0 = performance.now();
   const dirs = labDirs(paths, name);
@@ -906,8 +943,6 @@ async function teardown(name: string, paths: LabPaths): Promise<DownResult> {
     const ino = nsInode(p);
     if (ino !== undefined) inodes.add(ino);
   }
-  // The processes: daemons, containers, etcd, the internet server, shells of `lab exec`.
-  const before = processesIn(inodes).length;
   // etcd members first and briefly: their data goes anyway, and a member told to stop while its
   // peers stop too waits for a leader transfer that cannot happen.
   const etcdInodes = new Set<number>();
@@ -915,8 +950,33 @@ async function teardown(name: string, paths: LabPaths): Promise<DownResult> {
     const ino = n.role.startsWith('etcd') ? nsInode(n.path) : undefined;
     if (ino !== undefined) etcdInodes.add(ino);
   }
+  // The record's processes too: one whose namespace pin was deleted by hand is found by no pin,
+  // and its namespace (which it keeps alive) is the lab's all the same.
+  const recorded = recordedProcesses(dirs.record);
+  const self = nsInode('/proc/self/ns/net');
+  for (const [refs, into] of [
+    [recorded.etcd, [inodes, etcdInodes]],
+    [recorded.others, [inodes]],
+  ] as const) {
+    for (const r of refs) {
+      const ino = nsInode(`/proc/${r.pid}/ns/net`);
+      // Never our own namespace (the root one): only the process itself is the lab's there.
+      if (ino !== undefined && ino !== self && alive(r)) for (const set of into) set.add(ino);
+    }
+  }
+  // The processes: daemons, containers, etcd, the internet server, shells of `lab exec`.
+  const found = processesIn(inodes);
+  const before =
+    found.length +
+    [...recorded.etcd, ...recorded.others].filter((r) => !found.some((f) => f.pid === r.pid)).length;
+  await killProcesses(recorded.etcd, { graceMs: ETCD_GRACE_MS });
   await killNamespaceProcesses(etcdInodes, { graceMs: ETCD_GRACE_MS });
-  const left = await killNamespaceProcesses(inodes, { graceMs: DOWN_GRACE_MS });
+  const swept = await killNamespaceProcesses(inodes, { graceMs: DOWN_GRACE_MS });
+  // Normally gone with their namespaces; by pid for the rest.
+  const stray = await killProcesses([...recorded.etcd, ...recorded.others].filter(alive), {
+    graceMs: DOWN_GRACE_MS,
+  });
+  const left = [...swept, ...stray.filter((r) => !swept.some((s) => s.pid === r.pid))];
   // Mounts: sandbox pins and anything else under the lab's dirs, then the lab's namespaces.
   for (const p of [...new Set([...pins, ...mounts])].sort((a, b) => b.length - a.length)) umount(p);
   for (const n of nss) umount(n.path);

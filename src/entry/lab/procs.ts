@@ -4,7 +4,7 @@
  * the CLI that made them; each is recorded as pid + start time (field 22 of /proc/PID/stat), so
  * a reused pid is never mistaken for ours.
  *
- * Teardown does not trust records: whatever runs in one of the lab's namespaces is the lab's.
+ * Teardown does not depend on records: whatever runs in one of the lab's namespaces is the lab's.
  * `processesIn` compares /proc/PID/ns/net with the inode numbers of the lab's namespace pins and
  * sandbox pins; `killProcesses` sends SIGTERM, waits a bounded grace, then SIGKILL, all by pid
  * and start time, never by name.
@@ -75,17 +75,39 @@ export async function spawnDetached(
   return { pid, startTime: st.startTime };
 }
 
+/** What a stopped `up` (Ctrl-C) throws, from whichever step it was in; the CLI says "interrupted". */
+export const interrupted = (): WeftError =>
+  new WeftError('INTERNAL', 'interrupted', { details: { interrupted: true } });
+
+/**
+ * `p`, or `interrupted()` as soon as `signal` fires (without a signal, `p` itself). What `p`
+ * waits for is not stopped: its outcome is dropped.
+ */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  p.catch(() => {}); // dropped once aborted: never an unhandled rejection
+  if (signal.aborted) return Promise.reject(interrupted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(interrupted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /**
  * Run a tool inside `ns` to completion, bounded. Throws NOT_FOUND when it is not installed,
- * TIMEOUT when it outlives `timeoutMs` (it is killed).
+ * TIMEOUT when it outlives `timeoutMs` (it is killed), `interrupted()` at once when `signal`
+ * fires: the tool is then left running, for the teardown that follows to end with everything
+ * else in the lab's namespaces (so only pass a signal for a namespace of the lab).
  */
 export async function runIn(
   ns: Netns,
   bin: string,
   args: readonly string[],
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<ToolResult> {
-  const r = await runTool(ns, bin, args, undefined, timeoutMs);
+  const r = await untilAborted(runTool(ns, bin, args, undefined, timeoutMs), signal);
   if (!r) throw notFound(`${bin} is not installed`, { program: bin });
   return r;
 }

@@ -10,6 +10,7 @@ import {
   hostIndex,
   hostIp,
   labsOfNamespaces,
+  nameFlag,
   nsName,
   planLab,
   planUnderlay,
@@ -133,5 +134,12 @@ describe('planLab', () => {
         JSON.stringify(o),
       );
     }
+  });
+});
+
+describe('nameFlag', () => {
+  test('hints name any lab but the default one', () => {
+    assert.equal(nameFlag('weft'), '');
+    assert.equal(nameFlag('revk'), ' --name revk');
   });
 });

@@ -31,6 +31,8 @@ export const ETCD_MEMBERS = [1, 3] as const;
 export const LAB_NAME_MAX = 12;
 const LAB_NAME_RE = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
 export const DEFAULT_LAB = 'weft';
+/** The ` --name LAB` a hint must carry for `weft lab …` to reach lab `lab` ('' for the default lab). */
+export const nameFlag = (lab: string): string => (lab === DEFAULT_LAB ? '' : ` --name ${lab}`);
 export const DEFAULT_UNDERLAY = '192.168.100.0/24';
 export const DEFAULT_NETWORK = '10.244.0.0/16';
 export const DEFAULT_SUBNET_LEN = 24;
