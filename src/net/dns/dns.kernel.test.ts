@@ -124,6 +124,11 @@ async function query(
 const data = (r: QueryResult) => (r.answers ?? []).map((a) => a.data);
 
 /** busybox nslookup from `from`; its output, or the error's output when it fails. */
+/** The test server's counters (its `stats` control answer). */
+async function statsOf(srv: Served): Promise<Record<string, number>> {
+  return JSON.parse((await srv.control({ op: 'stats' })).replace(/^stats /, '')) as Record<string, number>;
+}
+
 async function nslookup(b: Bed, from: BedNs, name: string, type: 'a' | 'aaaa', server = '10.77.0.1') {
   try {
     const { stdout } = await b.exec(from, 'busybox', ['nslookup', `-type=${type}`, name, server]);
@@ -203,10 +208,7 @@ describe('DNS server in a host namespace, queried from a container', needsRoot, 
     // The old alias is no longer ours: forwarded, and with no upstream that is SERVFAIL.
     assert.equal((await query(b, ctr, 'frontend', 'A')).rcode, 'SERVFAIL');
 
-    const stats = JSON.parse((await srv.control({ op: 'stats' })).replace(/^stats /, '')) as Record<
-      string,
-      number
-    >;
+    const stats = await statsOf(srv);
     assert.ok((stats.answered ?? 0) >= 5, JSON.stringify(stats));
     assert.equal(stats.malformed, 0);
   });
@@ -271,10 +273,7 @@ describe('DNS server in a host namespace, queried from a container', needsRoot, 
     assert.equal(fwd.rcode, 'NOERROR', JSON.stringify(fwd));
     assert.deepEqual(data(fwd), ['192.0.2.80']);
 
-    const stats = JSON.parse((await srv.control({ op: 'stats' })).replace(/^stats /, '')) as Record<
-      string,
-      number
-    >;
+    const stats = await statsOf(srv);
     assert.ok((stats.tcpQueries ?? 0) >= 3, JSON.stringify(stats));
     assert.equal(stats.malformed, 0);
   });

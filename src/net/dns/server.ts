@@ -511,36 +511,43 @@ function quietly(close: () => void): void {
   }
 }
 
-async function bindUdp(l: CheckedListen, port: number): Promise<dgram.Socket> {
-  const socket = dgram.createSocket({ type: l.family === 4 ? 'udp4' : 'udp6' });
+/**
+ * `start` a socket or server that reports its bind through a callback or an 'error' event; on
+ * an error it is closed and the typed bind error thrown.
+ */
+async function bound<T extends dgram.Socket | net.Server>(
+  what: T,
+  l: CheckedListen,
+  port: number,
+  proto: 'udp' | 'tcp',
+  start: (done: () => void) => void,
+): Promise<T> {
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error) => {
-      quietly(() => socket.close());
-      reject(bindError(e, { address: l.address, port }, 'udp'));
+      quietly(() => what.close());
+      reject(bindError(e, { address: l.address, port }, proto));
     };
-    socket.once('error', onError);
-    socket.bind({ address: l.address, port, exclusive: true }, () => {
-      socket.off('error', onError);
+    what.once('error', onError);
+    start(() => {
+      what.off('error', onError);
       resolve();
     });
   });
-  return socket;
+  return what;
 }
 
-async function listenTcp(l: CheckedListen, port: number): Promise<net.Server> {
+function bindUdp(l: CheckedListen, port: number): Promise<dgram.Socket> {
+  const socket = dgram.createSocket({ type: l.family === 4 ? 'udp4' : 'udp6' });
+  return bound(socket, l, port, 'udp', (done) =>
+    socket.bind({ address: l.address, port, exclusive: true }, done),
+  );
+}
+
+function listenTcp(l: CheckedListen, port: number): Promise<net.Server> {
   const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: Error) => {
-      quietly(() => server.close());
-      reject(bindError(e, { address: l.address, port }, 'tcp'));
-    };
-    server.once('error', onError);
-    server.listen({ host: l.address, port, exclusive: true }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-  return server;
+  return bound(server, l, port, 'tcp', (done) =>
+    server.listen({ host: l.address, port, exclusive: true }, done),
+  );
 }
 
 export class DnsServer {
